@@ -1,0 +1,1002 @@
+#!/usr/bin/env python3
+"""Taskgate benchmark harness: one command, all systems in one run.
+
+    bench/run.sh                    # full run: direct, passthrough, taskgate
+    bench/run.sh --smoke            # ~1 s points, c=1 and 16 only (CI)
+    bench/run.sh --delay-ms 50      # "50 ms upstream at c=64" check
+    bench/run.sh --systems direct,passthrough,taskgate,litellm,portkey
+
+It starts the mock upstream (bench/mock_upstream.py, pinned on the load core),
+then for each system: starts it (pinned on the system-under-test core), waits
+for its readiness URL (cold start), checks one plain and one streamed chat
+completion, records idle RSS, drives it with wrk (pinned on the load core) at
+each concurrency, streaming and not, probes streaming TTFB at c=1
+(bench/stream_probe.py), records peak RSS and CPU per request, stops it. Then
+it prints one markdown table and writes the raw results as JSON (and the table
+as .md) to bench/results/<timestamp>.{json,md}.
+
+A system that fails to start or answers wrongly is reported as such and the
+run carries on; every wait and every load step is bounded in time.
+
+Adding a system: subclass System (name, command(), ready_path, chat_path,
+headers, model, startup_timeout, available()) and add it to SYSTEMS.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import http.client
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PEERS = BENCH / ".peers"
+sys.path.insert(0, str(BENCH))
+
+import stream_probe  # noqa: E402
+
+try:
+    import psutil  # bench-only dependency; /proc fallback below
+except ImportError:  # pragma: no cover
+    psutil = None
+
+TEMPLATE_MOCK_BASE = "http://127.0.0.1:18000/v1"  # what the yaml templates point at
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# process-tree accounting (psutil, or /proc when psutil is missing)
+# --------------------------------------------------------------------------
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                st = f.read()
+            ppid = int(st[st.rfind(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree_pids(pid: int) -> list[int]:
+    if psutil is not None:
+        try:
+            p = psutil.Process(pid)
+            return [pid] + [c.pid for c in p.children(recursive=True)]
+        except psutil.Error:
+            return []
+    if not os.path.exists(f"/proc/{pid}"):
+        return []
+    kids = _proc_children_map()
+    out, todo = [], [pid]
+    while todo:
+        x = todo.pop()
+        out.append(x)
+        todo.extend(kids.get(x, []))
+    return out
+
+
+def tree_stats(pid: int) -> dict:
+    """rss (bytes), hwm (sum of VmHWM, bytes), cpu (s) and pids of pid's whole tree."""
+    rss = hwm = 0
+    cpu = 0.0
+    pids = tree_pids(pid)
+    for p in pids:
+        if psutil is not None:
+            try:
+                pr = psutil.Process(p)
+                rss += pr.memory_info().rss
+                t = pr.cpu_times()
+                cpu += t.user + t.system
+            except psutil.Error:
+                continue
+        else:
+            try:
+                with open(f"/proc/{p}/statm") as f:
+                    rss += int(f.read().split()[1]) * _PAGE
+                with open(f"/proc/{p}/stat", "rb") as f:
+                    st = f.read()
+                fields = st[st.rfind(b")") + 2:].split()
+                cpu += (int(fields[11]) + int(fields[12])) / _TCK
+            except (OSError, ValueError, IndexError):
+                continue
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for ln in f:
+                    if ln.startswith("VmHWM:"):
+                        hwm += int(ln.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return {"rss": rss, "hwm": hwm, "cpu": cpu, "pids": pids}
+
+
+class RssSampler:
+    """Samples a process tree's RSS every `interval` s in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.pid, self.interval = pid, interval
+        self.peak = 0
+        self.hwm = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            s = tree_stats(self.pid)
+            self.peak = max(self.peak, s["rss"])
+            self.hwm = max(self.hwm, s["hwm"])
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(timeout=2)
+        s = tree_stats(self.pid)
+        self.peak = max(self.peak, s["rss"])
+        self.hwm = max(self.hwm, s["hwm"])
+
+
+# --------------------------------------------------------------------------
+# small HTTP helpers (stdlib only, bounded by timeouts)
+# --------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None,
+                 headers: dict | None = None, timeout: float = 5.0) -> tuple[int, bytes, dict]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, data, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        c.close()
+
+
+def wait_ready(port: int, path: str, proc: subprocess.Popen | None, timeout: float,
+               t0: float) -> tuple[bool, float | None, str]:
+    """Poll until GET path answers 200. Returns (ok, seconds since t0, last error)."""
+    deadline = t0 + timeout
+    last = "no answer"
+    while time.perf_counter() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False, None, f"process exited with code {proc.returncode}"
+        try:
+            st, data, _ = http_request(port, "GET", path, timeout=1.0)
+            if st == 200:
+                return True, time.perf_counter() - t0, ""
+            last = f"HTTP {st} on {path}: {data[:120]!r}"
+        except (OSError, http.client.HTTPException) as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(0.02)
+    return False, None, f"not ready after {timeout:g} s ({last})"
+
+
+def chat_body(model: str, stream: bool) -> bytes:
+    b = {"model": model, "messages": [
+        {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "Say hello in five words."}],
+        "max_tokens": 16, "temperature": 0, "stream": stream}
+    if stream:
+        b["stream_options"] = {"include_usage": True}
+    return json.dumps(b).encode()
+
+
+# --------------------------------------------------------------------------
+# systems
+# --------------------------------------------------------------------------
+class Ctx:
+    def __init__(self, args, tmp: Path, mock_port: int, mock_pid: int, pin: bool):
+        self.args = args
+        self.tmp = tmp
+        self.mock_port = mock_port
+        self.mock_pid = mock_pid
+        self.mock_base = f"http://127.0.0.1:{mock_port}"
+        self.mock_v1 = f"{self.mock_base}/v1"
+        self.pin = pin
+
+
+class System:
+    """A thing to benchmark. Override command() (None = no process of its own)."""
+
+    name = "?"
+    description = ""
+    chat_path = "/v1/chat/completions"
+    ready_path = "/health"
+    model = "bench-model"
+    startup_timeout = 30.0
+
+    def available(self, ctx: Ctx) -> str | None:
+        """None if it can run here, else the reason it can't."""
+        return None
+
+    def headers(self, ctx: Ctx) -> dict[str, str]:
+        return {}
+
+    def command(self, ctx: Ctx, port: int, workdir: Path) -> list[str] | None:
+        raise NotImplementedError
+
+    def env(self, ctx: Ctx) -> dict[str, str]:
+        return {}
+
+
+class Direct(System):
+    name = "direct"
+    description = "the mock upstream itself (no gateway)"
+
+    def command(self, ctx, port, workdir):
+        return None
+
+
+class Passthrough(System):
+    name = "passthrough"
+    description = "bare ASGI pass-through: uvicorn+httptools+uvloop, one pooled aiohttp session"
+
+    def command(self, ctx, port, workdir):
+        return [sys.executable, str(BENCH / "passthrough.py"), "--host", "127.0.0.1",
+                "--port", str(port), "--upstream", ctx.mock_base]
+
+
+def render_template(src: Path, dst: Path, ctx: Ctx) -> Path:
+    text = src.read_text()
+    text = text.replace(TEMPLATE_MOCK_BASE, ctx.mock_v1)
+    dst.write_text(text)
+    return dst
+
+
+class Taskgate(System):
+    name = "taskgate"
+    description = "taskgate serve --config bench/gateway.yaml"
+    ready_path = "/readyz"
+    startup_timeout = 60.0
+
+    def command(self, ctx, port, workdir):
+        cfg = render_template(BENCH / "gateway.yaml", workdir / "gateway.yaml", ctx)
+        a = ctx.args
+        if a.taskgate_cmd:
+            base = shlex.split(a.taskgate_cmd)
+        else:
+            exe = Path(sys.executable).with_name("taskgate")
+            if exe.exists():
+                base = [str(exe)]
+            elif shutil.which("taskgate"):
+                base = [shutil.which("taskgate")]
+            else:  # not installed: run the entry point from the source tree
+                base = [sys.executable, "-c",
+                        "import sys; from gateway.cli import main; sys.exit(main())"]
+        return base + ["serve", "--config", str(cfg), "--host", "127.0.0.1",
+                       "--port", str(port), "--workers", str(a.workers)]
+
+    def env(self, ctx):
+        pp = os.environ.get("PYTHONPATH")
+        return {"PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
+
+    def headers(self, ctx):
+        return {}
+
+
+# ---- peers ---------------------------------------------------------------
+# Installed by bench/setup_peers.sh into the git-ignored bench/.peers/.
+LITELLM_BIN = PEERS / "litellm-venv" / "bin" / "litellm"
+PORTKEY_DIR = PEERS / "portkey"
+PORTKEY_ENTRY = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+
+
+class LiteLLM(System):
+    """LiteLLM Proxy (litellm[proxy]==1.106.2 in bench/.peers/litellm-venv)."""
+
+    name = "litellm"
+    description = "LiteLLM Proxy 1.106.2, litellm --config ... --num_workers W"
+    ready_path = "/health/liveliness"
+    startup_timeout = 120.0
+
+    def available(self, ctx):
+        if not LITELLM_BIN.exists():
+            return f"not installed ({LITELLM_BIN.relative_to(ROOT)} missing: run bench/setup_peers.sh)"
+        return None
+
+    def command(self, ctx, port, workdir):
+        cfg = render_template(BENCH / "litellm.yaml", workdir / "litellm.yaml", ctx)
+        return [str(LITELLM_BIN), "--config", str(cfg), "--host", "127.0.0.1",
+                "--port", str(port), "--num_workers", str(ctx.args.workers)]
+
+    def env(self, ctx):
+        return {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "True"}
+
+
+class Portkey(System):
+    """Portkey AI Gateway (npm @portkey-ai/gateway in bench/.peers/portkey)."""
+
+    name = "portkey"
+    description = "Portkey gateway (node), x-portkey-provider: openai + custom host"
+    ready_path = "/"
+    startup_timeout = 30.0
+
+    def available(self, ctx):
+        if not PORTKEY_ENTRY.exists():
+            return f"not installed ({PORTKEY_ENTRY.relative_to(ROOT)} missing: run bench/setup_peers.sh)"
+        if not shutil.which("node"):
+            return "node not found"
+        return None
+
+    def headers(self, ctx):
+        return {"x-portkey-provider": "openai", "x-portkey-custom-host": ctx.mock_v1}
+
+    def command(self, ctx, port, workdir):
+        return [shutil.which("node") or "node", str(PORTKEY_ENTRY), f"--port={port}"]
+
+    def env(self, ctx):
+        return {"NODE_ENV": "production"}
+
+
+SYSTEMS: dict[str, type[System]] = {c.name: c for c in (Direct, Passthrough, Taskgate, LiteLLM, Portkey)}
+
+
+# --------------------------------------------------------------------------
+# process management
+# --------------------------------------------------------------------------
+class Proc:
+    """A started process in its own session, killed as a whole tree."""
+
+    live: list["Proc"] = []
+
+    def __init__(self, name: str, cmd: list[str], cpus: str | None, logfile: Path,
+                 env: dict | None = None, cwd: Path | None = None):
+        self.name = name
+        full = (["taskset", "-c", cpus] if cpus else []) + cmd
+        self.cmdline = full
+        self.logfile = logfile
+        e = dict(os.environ)
+        e.update(env or {})
+        e.setdefault("PYTHONUNBUFFERED", "1")
+        self._log = open(logfile, "wb")
+        self.t0 = time.perf_counter()
+        self.p = subprocess.Popen(full, stdout=self._log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=e, cwd=str(cwd) if cwd else None,
+                                  start_new_session=True)
+        Proc.live.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def stop(self, grace: float = 5.0):
+        pids = tree_pids(self.p.pid) if self.p.poll() is None else []
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.p.poll() is not None and not any(_alive(x) for x in pids):
+                break
+            try:
+                os.killpg(self.p.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            for x in pids:  # stragglers that left the process group
+                try:
+                    os.kill(x, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
+            while time.monotonic() < deadline:
+                if self.p.poll() is not None and not any(_alive(x) for x in pids):
+                    break
+                time.sleep(0.05)
+        try:
+            self.p.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+        if self in Proc.live:
+            Proc.live.remove(self)
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            lines = self.logfile.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+        return st[st.rfind(b")") + 2:st.rfind(b")") + 3] != b"Z"
+    except OSError:
+        return False
+
+
+def stop_all():
+    for p in list(Proc.live):
+        try:
+            p.stop(grace=3.0)
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------
+# load generation
+# --------------------------------------------------------------------------
+def run_wrk(port: int, path: str, model: str, stream: bool, conc: int, duration: int,
+            threads: int, headers: dict, cpus: str | None, timeout_s: float) -> dict:
+    env = dict(os.environ)
+    env.update({"BENCH_MODEL": model, "BENCH_STREAM": "1" if stream else "0",
+                "BENCH_AUTH": "sk-bench",
+                "BENCH_HEADERS": "|".join(f"{k}: {v}" for k, v in headers.items())})
+    t = max(1, min(threads, conc))
+    cmd = (["taskset", "-c", cpus] if cpus else []) + [
+        "wrk", "-t", str(t), "-c", str(conc), "-d", f"{duration}s",
+        "--timeout", f"{int(max(1, timeout_s))}s", "-s", str(BENCH / "post.lua"),
+        f"http://127.0.0.1:{port}{path}"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           timeout=duration + timeout_s + 15, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": "wrk did not finish in time"}
+    m = re.search(r"^BENCH_RESULT (\{.*\})\s*$", r.stdout, re.M)
+    if not m:
+        return {"error": f"wrk exit {r.returncode}: {(r.stderr or r.stdout)[-300:].strip()}"}
+    res = json.loads(m.group(1))
+    res["concurrency"] = conc
+    res["threads"] = t
+    errs = sum(res["errors"].values())
+    res["error_total"] = errs
+    res["error_rate"] = errs / max(1, res["requests"] + errs)
+    nonstat = [ln.strip() for ln in r.stdout.splitlines() if "Non-2xx" in ln or "Socket errors" in ln]
+    if nonstat:
+        res["wrk_notes"] = nonstat
+    return res
+
+
+def mock_stats(ctx: Ctx) -> dict:
+    try:
+        st, data, _ = http_request(ctx.mock_port, "GET", "/stats", timeout=2)
+        return json.loads(data) if st == 200 else {}
+    except (OSError, ValueError, http.client.HTTPException):
+        return {}
+
+
+# --------------------------------------------------------------------------
+# one system
+# --------------------------------------------------------------------------
+def sanity(port: int, sysobj: System, ctx: Ctx) -> str | None:
+    """One plain and one streamed completion must look like OpenAI's. None = fine."""
+    h = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+    h.update(sysobj.headers(ctx))
+    try:
+        st, data, _ = http_request(port, "POST", sysobj.chat_path, chat_body(sysobj.model, False),
+                                   h, timeout=10)
+    except (OSError, http.client.HTTPException) as e:
+        return f"chat request failed: {type(e).__name__}: {e}"
+    if st != 200:
+        return f"chat request: HTTP {st}: {data[:300]!r}"
+    try:
+        j = json.loads(data)
+        assert j.get("object") == "chat.completion", "object != chat.completion"
+        assert j["choices"][0]["message"]["content"], "empty content"
+        assert j.get("usage", {}).get("total_tokens"), "no usage"
+    except (ValueError, KeyError, IndexError, TypeError, AssertionError) as e:
+        return f"chat response is not a chat.completion ({e}): {data[:300]!r}"
+    pr = stream_probe.probe(f"http://127.0.0.1:{port}{sysobj.chat_path}", n=1, warmup=0,
+                            model=sysobj.model, headers=sysobj.headers(ctx), max_seconds=10)
+    if pr["n"] != 1:
+        return f"streamed chat request failed: {pr['error_samples'][:1]}"
+    return None
+
+
+def bench_system(sysobj: System, ctx: Ctx, plan: dict) -> dict:
+    a = ctx.args
+    res: dict = {"name": sysobj.name, "description": sysobj.description, "status": "ok"}
+    why = sysobj.available(ctx)
+    if why:
+        res.update(status="not available", error=why)
+        log(f"{sysobj.name}: not available: {why}")
+        return res
+
+    proc = None
+    workdir = ctx.tmp / sysobj.name
+    workdir.mkdir(exist_ok=True)
+    try:
+        if isinstance(sysobj, Direct):
+            port, pid = ctx.mock_port, ctx.mock_pid
+            res["cold_start_ms"] = ctx.mock_cold_ms
+        else:
+            port = free_port()
+            try:
+                cmd = sysobj.command(ctx, port, workdir)
+            except Exception as e:
+                res.update(status="failed to start", error=f"could not build its command: {e}")
+                return res
+            res["command"] = " ".join(shlex.quote(x) for x in cmd)
+            log(f"{sysobj.name}: starting on :{port}: {res['command']}")
+            try:
+                proc = Proc(sysobj.name, cmd, ctx.sut_cpus if ctx.pin else None,
+                            workdir / "server.log", sysobj.env(ctx), workdir)
+            except OSError as e:
+                res.update(status="failed to start", error=f"{type(e).__name__}: {e}")
+                return res
+            ok, secs, err = wait_ready(port, sysobj.ready_path, proc.p, sysobj.startup_timeout,
+                                       proc.t0)
+            if not ok:
+                res.update(status="failed to start", error=err, log_tail=proc.log_tail())
+                log(f"{sysobj.name}: failed to start: {err}")
+                return res
+            res["cold_start_ms"] = round(secs * 1000, 1)
+            pid = proc.pid
+            log(f"{sysobj.name}: ready in {secs * 1000:.0f} ms")
+        res["port"] = port
+
+        err = sanity(port, sysobj, ctx)
+        if err:
+            res.update(status="bad responses", error=err)
+            if proc:
+                res["log_tail"] = proc.log_tail()
+            log(f"{sysobj.name}: {err}")
+            return res
+
+        time.sleep(0.3)
+        idle = tree_stats(pid)
+        res["idle_rss_mb"] = round(idle["rss"] / 2**20, 1)
+        res["processes"] = len(idle["pids"])
+        headers = sysobj.headers(ctx)
+        res["points"] = {"nonstream": {}, "stream": {}}
+        with RssSampler(pid) as sampler:
+            if plan["warmup"] > 0:
+                run_wrk(port, sysobj.chat_path, sysobj.model, False, max(plan["conc"]),
+                        plan["warmup"], a.threads, headers, ctx.load_cpus, plan["timeout"])
+            for mode in ("nonstream", "stream"):
+                for c in plan["stream_conc"] if mode == "stream" else plan["conc"]:
+                    before_up = mock_stats(ctx)
+                    before = tree_stats(pid)
+                    r = run_wrk(port, sysobj.chat_path, sysobj.model, mode == "stream", c,
+                                plan["duration"], a.threads, headers, ctx.load_cpus,
+                                plan["timeout"])
+                    after = tree_stats(pid)
+                    after_up = mock_stats(ctx)
+                    if "error" not in r:
+                        n = max(1, r["requests"])
+                        r["cpu_us_per_req"] = round((after["cpu"] - before["cpu"]) * 1e6 / n, 1)
+                        if before_up and after_up:
+                            up = after_up["chat"] - before_up["chat"]
+                            r["upstream_requests"] = up
+                            r["upstream_per_response"] = round(up / n, 3)
+                        log(f"{sysobj.name}: {mode:9s} c={c:<3d} {r['rps']:>9.0f} rps  "
+                            f"p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms"
+                            + (f"  errors {r['error_total']}" if r["error_total"] else ""))
+                    else:
+                        log(f"{sysobj.name}: {mode} c={c}: {r['error']}")
+                    res["points"][mode][str(c)] = r
+            pr = stream_probe.probe(f"http://127.0.0.1:{port}{sysobj.chat_path}", n=plan["probe_n"],
+                                    model=sysobj.model, headers=headers,
+                                    max_seconds=plan["probe_seconds"])
+            res["stream_probe"] = pr
+            if pr["n"]:
+                log(f"{sysobj.name}: stream probe c=1 n={pr['n']}: TTFB p50 "
+                    f"{pr['ttfb']['p50_ms']:.2f} ms, first event p50 {pr['first_event']['p50_ms']:.2f} ms")
+        res["peak_rss_mb"] = round(sampler.peak / 2**20, 1)
+        res["peak_hwm_sum_mb"] = round(sampler.hwm / 2**20, 1)
+        if proc is not None and proc.p.poll() is not None:
+            res.update(status="crashed", error=f"exited with code {proc.p.returncode} during the run",
+                       log_tail=proc.log_tail())
+        bad = [f"{m} c={c}" for m, pts in res["points"].items() for c, r in pts.items()
+               if "error" in r or r.get("error_rate", 0) > 0.01]
+        if bad and res["status"] == "ok":
+            res["status"] = "errors"
+            res["error"] = "failed or >1% errors at: " + ", ".join(bad)
+        return res
+    except Exception as e:  # never let one system kill the run
+        res.update(status="harness error", error=f"{type(e).__name__}: {e}")
+        if proc:
+            res["log_tail"] = proc.log_tail()
+        return res
+    finally:
+        if proc is not None:
+            proc.stop()
+            res["log"] = str(proc.logfile)
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+def _pt(res: dict | None, mode: str, c: int) -> dict | None:
+    if not res or res.get("status") not in ("ok", "errors", "crashed"):
+        return None
+    r = res.get("points", {}).get(mode, {}).get(str(c))
+    return r if r and "error" not in r else None
+
+
+def derive(results: list[dict], plan: dict, delay_ms: float) -> dict:
+    by = {r["name"]: r for r in results}
+    d, p = by.get("direct"), by.get("passthrough")
+    out: dict = {}
+    for r in results:
+        dv: dict = {}
+        for mode in ("nonstream", "stream"):
+            for c in plan["stream_conc"] if mode == "stream" else plan["conc"]:
+                me = _pt(r, mode, c)
+                if not me:
+                    continue
+                for ref_name, ref in (("direct", d), ("passthrough", p)):
+                    rp = _pt(ref, mode, c)
+                    if rp and rp["rps"]:
+                        dv[f"{mode}_c{c}_rps_vs_{ref_name}"] = round(me["rps"] / rp["rps"], 3)
+                if delay_ms:
+                    ideal = c / (delay_ms / 1000.0)
+                    dv[f"{mode}_c{c}_rps_vs_ideal"] = round(me["rps"] / ideal, 3)
+        me1 = _pt(r, "nonstream", 1)
+        for ref_name, ref in (("direct", d), ("passthrough", p)):
+            rp = _pt(ref, "nonstream", 1)
+            if me1 and rp:
+                dv[f"added_p50_c1_ms_vs_{ref_name}"] = round((me1["p50_us"] - rp["p50_us"]) / 1000, 3)
+                dv[f"added_p99_c1_ms_vs_{ref_name}"] = round((me1["p99_us"] - rp["p99_us"]) / 1000, 3)
+            sp, rsp = (r.get("stream_probe") or {}), ((ref or {}).get("stream_probe") or {})
+            if sp.get("n") and rsp.get("n"):
+                dv[f"added_ttfb_c1_ms_vs_{ref_name}"] = round(
+                    sp["ttfb"]["p50_ms"] - rsp["ttfb"]["p50_ms"], 3)
+                dv[f"added_first_event_c1_ms_vs_{ref_name}"] = round(
+                    sp["first_event"]["p50_ms"] - rsp["first_event"]["p50_ms"], 3)
+        out[r["name"]] = dv
+    # mock headroom: the mock's best direct RPS must be >= 5x each system's best
+    checks = {}
+    if d and not delay_ms:
+        for r in results:
+            if r["name"] == "direct":
+                continue
+            worst = None
+            for mode in ("nonstream", "stream"):
+                cs = plan["stream_conc"] if mode == "stream" else plan["conc"]
+                dbest = max((x["rps"] for c in cs if (x := _pt(d, mode, c))), default=0)
+                sbest = max((x["rps"] for c in cs if (x := _pt(r, mode, c))), default=0)
+                if dbest and sbest:
+                    ratio = dbest / sbest
+                    worst = ratio if worst is None else min(worst, ratio)
+            if worst is not None:
+                checks[r["name"]] = {"mock_headroom": round(worst, 2), "ok": worst >= 5.0}
+    return {"derived": out, "checks": checks}
+
+
+def fmt_int(x) -> str:
+    return f"{x:,.0f}"
+
+
+def fmt_ms(x) -> str:
+    return f"{x:.2f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def render_table(results: list[dict], plan: dict, der: dict, delay_ms: float) -> str:
+    names = [r["name"] for r in results]
+    by = {r["name"]: r for r in results}
+    D = der["derived"]
+    rows: list[list[str]] = []
+
+    def row(label, fn):
+        cells = []
+        for n in names:
+            try:
+                v = fn(by[n], D.get(n, {}))
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                v = None
+            cells.append("–" if v is None or v == "" else v)
+        rows.append([label] + cells)
+
+    def status(r, _):
+        s = r["status"]
+        return s if s == "ok" else f"**{s}**"
+
+    row("status", status)
+    row("cold start (spawn → first 200), ms", lambda r, _: fmt_int(r["cold_start_ms"]))
+    row("RSS idle / peak, MB (process tree)",
+        lambda r, _: f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r
+        else (f"{r['idle_rss_mb']:.0f} / –" if "idle_rss_mb" in r else None))
+
+    def rps_cell(mode, c):
+        def f(r, dv):
+            pt = _pt(r, mode, c)
+            if not pt:
+                return None
+            s = fmt_int(pt["rps"])
+            extra = []
+            if r["name"] != "direct" and f"{mode}_c{c}_rps_vs_direct" in dv:
+                extra.append(f"{dv[f'{mode}_c{c}_rps_vs_direct']:.2f}× d")
+            if r["name"] not in ("direct", "passthrough") and f"{mode}_c{c}_rps_vs_passthrough" in dv:
+                extra.append(f"{dv[f'{mode}_c{c}_rps_vs_passthrough']:.2f}× pt")
+            if delay_ms and f"{mode}_c{c}_rps_vs_ideal" in dv:
+                extra.append(f"{dv[f'{mode}_c{c}_rps_vs_ideal'] * 100:.0f}% of ideal")
+            if pt.get("error_total"):
+                extra.append(f"{pt['error_total']} err")
+            return s + (f" ({', '.join(extra)})" if extra else "")
+        return f
+
+    for c in plan["conc"]:
+        row(f"RPS non-stream c={c}", rps_cell("nonstream", c))
+    for c in plan["stream_conc"]:
+        row(f"RPS stream c={c}", rps_cell("stream", c))
+
+    def lat(mode, c, key):
+        def f(r, _):
+            pt = _pt(r, mode, c)
+            return fmt_ms(pt[key] / 1000) if pt else None
+        return f
+
+    row("p50 / p99 latency c=1, ms",
+        lambda r, _: f"{lat('nonstream', 1, 'p50_us')(r, _)} / {lat('nonstream', 1, 'p99_us')(r, _)}"
+        if _pt(r, "nonstream", 1) else None)
+
+    def added(key):
+        def f(r, dv):
+            if r["name"] == "direct":
+                return None
+            a = dv.get(f"{key}_vs_direct")
+            if a is None:
+                return None
+            s = f"{a:+.2f}"
+            b = dv.get(f"{key}_vs_passthrough")
+            if r["name"] != "passthrough" and b is not None:
+                s += f" ({b:+.2f} vs pt)"
+            return s
+        return f
+
+    row("**added p50 c=1 vs direct, ms**", added("added_p50_c1_ms"))
+    cmax = max(plan["conc"])
+    row(f"p50 / p99 latency c={cmax}, ms",
+        lambda r, _: f"{lat('nonstream', cmax, 'p50_us')(r, _)} / {lat('nonstream', cmax, 'p99_us')(r, _)}"
+        if _pt(r, "nonstream", cmax) else None)
+
+    def probe(key):
+        def f(r, _):
+            sp = r.get("stream_probe") or {}
+            if not sp.get("n"):
+                return None
+            return f"{fmt_ms(sp[key]['p50_ms'])} / {fmt_ms(sp[key]['p99_ms'])}"
+        return f
+
+    row("stream TTFB p50 / p99 c=1, ms", probe("ttfb"))
+    row("stream first `data:` p50 / p99 c=1, ms", probe("first_event"))
+    row("**added stream TTFB c=1 vs direct, ms**", added("added_ttfb_c1_ms"))
+    row("added first `data:` c=1 vs direct, ms", added("added_first_event_c1_ms"))
+    cs = max(plan["stream_conc"])
+
+    def cpu(mode, c):
+        def f(r, _):
+            pt = _pt(r, mode, c)
+            return fmt_int(pt["cpu_us_per_req"]) if pt and "cpu_us_per_req" in pt else None
+        return f
+
+    row(f"CPU µs / request (non-stream c={cmax} / stream c={cs})",
+        lambda r, _: f"{cpu('nonstream', cmax)(r, _)} / {cpu('stream', cs)(r, _)}"
+        if _pt(r, "nonstream", cmax) else None)
+
+    def errs(r, _):
+        pts = [x for m in r.get("points", {}).values() for x in m.values()]
+        if not pts:
+            return None
+        return fmt_int(sum(x.get("error_total", 0) for x in pts))
+
+    row("wrk errors (non-2xx + socket), all points", errs)
+
+    def fwd(r, _):
+        pts = [x for m in r.get("points", {}).values() for x in m.values() if "upstream_per_response" in x]
+        if not pts:
+            return None
+        return f"{min(x['upstream_per_response'] for x in pts):.2f}"
+
+    row("upstream calls per response (min over points)", fwd)
+
+    widths = [max(len(str(rw[i])) for rw in rows + [["metric"] + names]) for i in range(len(names) + 1)]
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [line(["metric"] + names), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="Taskgate benchmark harness",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--systems", default="direct,passthrough,taskgate",
+                    help=f"comma list from: {','.join(SYSTEMS)} (direct is always run first)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per load point")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI mode: 1 s points, c=1 and 16 only, short probe, no warm-up")
+    ap.add_argument("--concurrency", default=None, help="non-stream concurrencies (default 1,16,64)")
+    ap.add_argument("--stream-concurrency", default=None, help="stream concurrencies (default 1,16,64)")
+    ap.add_argument("--delay-ms", type=float, default=0.0,
+                    help="mock upstream delay; with 50: the '50 ms upstream at c=64' check "
+                         "(default points then 1,64)")
+    ap.add_argument("--chunks", type=int, default=20, help="SSE content chunks per streamed response")
+    ap.add_argument("--chunk-interval-ms", type=float, default=0.0)
+    ap.add_argument("--workers", type=int, default=1, help="gateway workers (taskgate, litellm)")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up seconds per system (default 2, smoke 0)")
+    ap.add_argument("--probe-n", type=int, default=None, help="stream probe requests (default 200, smoke 30)")
+    ap.add_argument("--sut-cpus", default="0", help="CPU list for the system under test")
+    ap.add_argument("--load-cpus", default="1", help="CPU list for the mock, wrk and this script")
+    ap.add_argument("--no-pin", action="store_true", help="don't use taskset")
+    ap.add_argument("--taskgate-cmd", default=None,
+                    help="command to start taskgate, before 'serve ...' (default: the venv's taskgate)")
+    ap.add_argument("--out", default=None, help="results JSON path (default bench/results/<ts>.json)")
+    return ap.parse_args(argv)
+
+
+def build_plan(a) -> dict:
+    def ints(s):
+        return [int(x) for x in s.split(",") if x.strip()]
+    if a.smoke:
+        default_c = "1,16"
+    elif a.delay_ms:
+        default_c = "1,64"
+    else:
+        default_c = "1,16,64"
+    conc = ints(a.concurrency or default_c)
+    sconc = ints(a.stream_concurrency or a.concurrency or default_c)
+    if 1 not in conc:
+        conc = [1] + conc  # added p50 at c=1 needs it
+    return {
+        "duration": 1 if a.smoke else max(1, a.duration),
+        "conc": conc,
+        "stream_conc": sconc,
+        "warmup": a.warmup if a.warmup is not None else (0 if a.smoke else 2),
+        "probe_n": a.probe_n if a.probe_n is not None else (30 if a.smoke else 200),
+        "probe_seconds": 5 if a.smoke else 30,
+        "timeout": max(5.0, 4 * a.delay_ms / 1000 + 5),
+    }
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    plan = build_plan(a)
+    names = [n.strip() for n in a.systems.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        print(f"unknown system(s): {', '.join(unknown)}; known: {', '.join(SYSTEMS)}", file=sys.stderr)
+        return 2
+    names = ["direct"] + [n for n in names if n != "direct"]
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install -y wrk (bench/run.sh does it when root)", file=sys.stderr)
+        return 2
+
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    want = {int(x) for x in (a.sut_cpus + "," + a.load_cpus).split(",") if x.strip().isdigit()}
+    pin = (not a.no_pin and shutil.which("taskset") is not None and len(cpus) >= 2
+           and want <= cpus)
+    if pin:
+        os.sched_setaffinity(0, {int(x) for x in a.load_cpus.split(",")})
+    else:
+        log("CPU pinning off (taskset missing, <2 CPUs, or --no-pin): numbers are noisier")
+
+    started = _dt.datetime.now()
+    ts = started.strftime("%Y%m%d-%H%M%S")
+    out_json = Path(a.out) if a.out else BENCH / "results" / f"{ts}.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    if load_before[0] > 1.0:
+        log(f"note: load average is {load_before[0]:.2f} before the run: other work shares the CPUs")
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
+
+    tmp = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
+    results: list[dict] = []
+    mock = None
+    t_run = time.perf_counter()
+    try:
+        mock_port = free_port()
+        mock = Proc("mock", [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(mock_port),
+                             "--delay-ms", str(a.delay_ms), "--chunks", str(a.chunks),
+                             "--chunk-interval-ms", str(a.chunk_interval_ms)],
+                    a.load_cpus if pin else None, tmp / "mock.log")
+        ok, secs, err = wait_ready(mock_port, "/health", mock.p, 15, mock.t0)
+        if not ok:
+            print(f"mock upstream failed to start: {err}\n{mock.log_tail()}", file=sys.stderr)
+            return 1
+        ctx = Ctx(a, tmp, mock_port, mock.pid, pin)
+        ctx.mock_cold_ms = round(secs * 1000, 1)
+        ctx.sut_cpus, ctx.load_cpus = a.sut_cpus, (a.load_cpus if pin else None)
+        log(f"mock upstream on :{mock_port} (delay {a.delay_ms:g} ms, {a.chunks} chunks), "
+            f"points: non-stream c={plan['conc']}, stream c={plan['stream_conc']}, {plan['duration']} s each")
+        for n in names:
+            results.append(bench_system(SYSTEMS[n](), ctx, plan))
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    der = derive(results, plan, a.delay_ms)
+    table = render_table(results, plan, der, a.delay_ms)
+    title = (f"Taskgate bench {started:%Y-%m-%d %H:%M:%S} · git {git_rev() or '?'} · "
+             f"{plan['duration']} s points · mock delay {a.delay_ms:g} ms, {a.chunks} chunks"
+             + (f" every {a.chunk_interval_ms:g} ms" if a.chunk_interval_ms else "")
+             + f" · workers {a.workers} · "
+             + (f"SUT on cpu {a.sut_cpus}, mock+wrk on cpu {a.load_cpus}" if pin else "unpinned"))
+    notes = []
+    for name, chk in der["checks"].items():
+        mark = "OK" if chk["ok"] else "TOO LOW: the mock may be the bottleneck"
+        notes.append(f"mock headroom vs {name}: best direct RPS is {chk['mock_headroom']:.1f}× "
+                     f"its best RPS (need ≥ 5×) — {mark}")
+    if a.delay_ms:
+        notes.append(f"ideal RPS at c=N with a {a.delay_ms:g} ms upstream is N / {a.delay_ms / 1000:g} s "
+                     f"(c=64 → {64 / (a.delay_ms / 1000):,.0f}); 'x% of ideal' compares against it")
+    for r in results:
+        if r["status"] != "ok":
+            notes.append(f"{r['name']}: {r['status']}: {r.get('error', '')}")
+            if r.get("log_tail"):
+                notes.append("    " + r["log_tail"].replace("\n", "\n    "))
+    load_after = os.getloadavg()
+    notes.append(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; "
+                 f"d = direct, pt = passthrough; total {time.perf_counter() - t_run:.1f} s")
+    report = f"### {title}\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    print(report)
+
+    raw = {
+        "meta": {
+            "started": started.isoformat(timespec="seconds"), "git": git_rev(),
+            "argv": sys.argv[1:], "plan": plan, "args": vars(a), "pinned": pin,
+            "sut_cpus": a.sut_cpus if pin else None, "load_cpus": a.load_cpus if pin else None,
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(),
+            "wrk": (lambda p: (p.stdout + p.stderr).splitlines()[:1])(subprocess.run(["wrk", "-v"], capture_output=True, text=True)),
+            "loadavg_before": load_before, "loadavg_after": load_after,
+            "psutil": psutil is not None,
+            "total_seconds": round(time.perf_counter() - t_run, 1),
+        },
+        "systems": results,
+        "derived": der["derived"],
+        "checks": der["checks"],
+    }
+    out_json.write_text(json.dumps(raw, indent=1, default=str))
+    out_json.with_suffix(".md").write_text(report)
+    print(f"raw results: {out_json.relative_to(ROOT) if out_json.is_relative_to(ROOT) else out_json}")
+    # exit 0 even if a system failed: the report says so. Non-zero only when
+    # nothing could be measured at all.
+    return 0 if any(r["status"] == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        stop_all()
+        sys.exit(130)

@@ -1,0 +1,163 @@
+"""The ASGI application.
+
+Two proxy endpoints form the hot path and are served by plain ASGI handlers
+(``POST /v1/chat/completions`` and ``POST /v1/embeddings``). Everything else —
+health, models, metrics, tasks — is a FastAPI app (:mod:`gateway.api`) that
+this app delegates to. Clients with a lifetime (HTTP pool, Redis, metrics
+registry) are built in the lifespan and kept on one :class:`Gateway` value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from gateway import config as config_mod
+from gateway.accounting import Accountant
+from gateway.config import Config
+from gateway.errors import GatewayError, internal_error
+from gateway.http import Receive, Request, Send, headers_of, read_body, send_error
+from gateway.metrics import Metrics
+from gateway.pricing import Price, cost_picousd, load_price_map, price_for
+from gateway.proxy import begin, unary
+from gateway.store import STORE_URL_ENV, EmbeddedRedis, connect
+from gateway.streaming import stream_chat
+from gateway.upstream import UpstreamClient
+from providers.base import Deployment, Usage
+
+log = logging.getLogger("taskgate")
+
+
+class Gateway:
+    """The state every request handler needs, built once at startup."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.accountant = Accountant(self.metrics)
+        self.upstream = UpstreamClient()
+        self.price_map: dict[str, Any] = {}
+        self._prices: dict[str, Price | None] = {}
+        self.redis: Any = None
+        self._embedded: EmbeddedRedis | None = None
+
+    async def start(self) -> None:
+        self.price_map = load_price_map()
+        await self.upstream.start()
+        url = self.config.store.url
+        if url == "embedded":
+            url = os.environ.get(STORE_URL_ENV) or ""
+            if not url:  # not started by `taskgate serve`: run our own
+                self._embedded = EmbeddedRedis(self.config.store.path)
+                url = self._embedded.start()
+        self.redis = connect(url)
+
+    async def stop(self) -> None:
+        await self.upstream.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self._embedded is not None:
+            self._embedded.stop()
+
+    def price(self, dep: Deployment) -> Price | None:
+        if dep.id not in self._prices:
+            self._prices[dep.id] = price_for(dep, self.price_map)
+        return self._prices[dep.id]
+
+    def cost(self, dep: Deployment, usage: Usage, seconds: float) -> int | None:
+        price = self.price(dep)
+        return None if price is None else cost_picousd(usage, price, seconds)
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False
+
+
+class TaskgateApp:
+    def __init__(self, config: Config) -> None:
+        from gateway.api import build_api  # FastAPI is only for the non-hot endpoints
+
+        self.gateway = Gateway(config)
+        self.api = build_api(self.gateway)
+        self.hot = {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/chat/completions"): self._chat,
+            ("POST", "/v1/embeddings"): self._embeddings,
+            ("POST", "/embeddings"): self._embeddings,
+        }
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.hot.get((scope["method"], scope["path"]))
+            if handler is not None:
+                await self._serve(handler, scope, receive, send)
+                return
+            await self.api(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as exc:
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _serve(self, handler: Any, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        metrics = self.gateway.metrics
+        metrics.in_flight.inc()
+        try:
+            headers = headers_of(scope)
+            body = await read_body(receive, headers, self.gateway.config.server.max_body_bytes)
+            await handler(Request(scope["method"], scope["path"], headers, body), tracking_send, receive)
+        except GatewayError as err:
+            if not started:
+                await send_error(send, err)
+        except Exception:
+            log.exception("unhandled error on %s", scope["path"])
+            if not started:
+                await send_error(send, internal_error())
+        finally:
+            metrics.in_flight.dec()
+
+    async def _chat(self, req: Request, send: Send, receive: Receive) -> None:
+        call, plan = begin(self.gateway.config, req, "chat")
+        if call.body.get("stream") is True:
+            await stream_chat(self.gateway, call, plan, send, receive)
+        else:
+            await unary(self.gateway, call, plan, send)
+
+    async def _embeddings(self, req: Request, send: Send, receive: Receive) -> None:
+        call, plan = begin(self.gateway.config, req, "embeddings")
+        await unary(self.gateway, call, plan, send)
+
+
+def create_app(config: Config | None = None) -> TaskgateApp:
+    """The app factory uvicorn calls (``--factory``); reads ``$TASKGATE_CONFIG``."""
+    if config is None:
+        config = config_mod.load(config_mod.config_path())
+    return TaskgateApp(config)
+
+
+__all__ = ["Gateway", "TaskgateApp", "create_app"]

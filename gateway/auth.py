@@ -1,0 +1,25 @@
+"""Who is calling: API key -> tenant (pure)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Mapping
+
+from gateway.config import Tenant
+from gateway.errors import Unauthorized
+
+ANONYMOUS = Tenant("default", admin=True)  # when no auth is configured
+
+
+def authenticate(headers: Mapping[str, str], keys: Mapping[str, Tenant]) -> Tenant:
+    if not keys:
+        return ANONYMOUS
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    for key, tenant in keys.items():  # constant-time compare against each configured key
+        if hmac.compare_digest(key.encode(), token.encode()):
+            return tenant
+    raise Unauthorized("invalid API key")

@@ -1,0 +1,280 @@
+"""Load, validate and resolve a gateway config (YAML) into frozen values.
+
+The raw YAML is validated by the pydantic models in :mod:`gateway.config_schema`;
+this module resolves environment references and builds the frozen
+:class:`Config` that the rest of the gateway reads. Every problem is reported as
+a :class:`ConfigError` that names the key, the value (never a secret) and the
+reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from gateway import config_schema as schema
+from providers import ADAPTERS, parse_model
+from providers.base import Deployment, Secret
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+SECRET_KEYS = frozenset(
+    {"api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "key", "url", "password"}
+)
+_ENV_WHOLE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
+_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    key: str
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        shown = f" = {self.value}" if self.value else ""
+        return f"{self.key}{shown}: {self.reason}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid config {source}:\n{lines}")
+
+
+class MissingEnv(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class Disabled:
+    """A deployment that is off because a value it needs is not in the environment."""
+
+    model_name: str
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    groups: Mapping[str, tuple[Deployment, ...]]  # public model name -> deployments, in order
+    disabled: tuple[Disabled, ...]
+    store: schema.StoreSection
+    server: schema.ServerSection
+    keys: Mapping[str, Tenant] = field(default_factory=lambda: MappingProxyType({}))  # api key -> tenant
+    ignored_sections: tuple[str, ...] = ()
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.keys)
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return tuple(d for group in self.groups.values() for d in group)
+
+    def public_models(self) -> list[str]:
+        return sorted(name for name, group in self.groups.items() if group)
+
+
+# --- environment references -------------------------------------------------
+
+
+def resolve_env(value: Any, env: Mapping[str, str]) -> Any:
+    """Replace ``os.environ/NAME`` and ``${NAME}`` in strings, recursively."""
+    if isinstance(value, str):
+        whole = _ENV_WHOLE.match(value)
+        if whole:
+            if whole.group(1) not in env:
+                raise MissingEnv(whole.group(1))
+            return env[whole.group(1)]
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in env:
+                raise MissingEnv(m.group(1))
+            return env[m.group(1)]
+
+        return _ENV_INLINE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: resolve_env(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, env) for v in value]
+    return value
+
+
+def shown_value(key: str, value: Any) -> str:
+    """How a value may appear in an error: secrets and env references are masked."""
+    last = key.rsplit(".", 1)[-1].split("[", 1)[0]
+    if last in SECRET_KEYS:
+        return "'***'"
+    if isinstance(value, (dict, list)):
+        return ""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "...'"
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the config at ``path`` (see :func:`config_path`)."""
+    source = str(path or config_path())
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [Problem("(file)", repr(source), exc.strerror or str(exc))]) from None
+    return parse(text, source, os.environ if env is None else env)
+
+
+def config_path(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("TASKGATE_CONFIG") or DEFAULT_CONFIG
+
+
+def parse(text: str, source: str, env: Mapping[str, str]) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
+        raise ConfigError(source, [Problem(where, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [Problem("(document)", "", "the config must be a mapping of sections")])
+    try:
+        doc = schema.Document.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [_problem_from_pydantic(e, raw) for e in exc.errors()]) from None
+    return _build(doc, source, env)
+
+
+def _problem_from_pydantic(err: Any, raw: dict[str, Any]) -> Problem:
+    key = _dotted(err["loc"])
+    value = _lookup(raw, err["loc"])
+    reason = err["msg"]
+    if err["type"] == "extra_forbidden":
+        reason = "unknown key"
+    return Problem(key, shown_value(key, value) if value is not _MISSING else "", reason)
+
+
+_MISSING = object()
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return raw
+
+
+def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
+    problems: list[Problem] = []
+    groups: dict[str, list[Deployment]] = defaultdict(list)
+    disabled: list[Disabled] = []
+    seen_ids: set[str] = set()
+    for index, entry in enumerate(doc.model_list):
+        where = f"model_list[{index}]"
+        dep_id = str(entry.model_info.get("id") or f"{entry.model_name}#{len(groups[entry.model_name])}")
+        if dep_id in seen_ids:
+            problems.append(Problem(f"{where}.model_info.id", repr(dep_id), "duplicate deployment id"))
+            continue
+        seen_ids.add(dep_id)
+        groups.setdefault(entry.model_name, [])
+        try:
+            params = resolve_env(entry.litellm_params.model_dump(exclude_none=True), env)
+        except MissingEnv as missing:
+            disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing.name} is not set"))
+            continue
+        try:
+            groups[entry.model_name].append(_deployment(dep_id, entry, params))
+        except ValueError as exc:
+            problems.append(Problem(f"{where}.litellm_params.model", repr(params["model"]), str(exc)))
+
+    keys: dict[str, Tenant] = {}
+    for index, key_entry in enumerate(doc.auth.keys if doc.auth else []):
+        try:
+            key = resolve_env(key_entry.key, env)
+        except MissingEnv as missing:
+            problems.append(Problem(f"auth.keys[{index}].key", "'***'", f"environment variable {missing.name} is not set"))
+            continue
+        if key in keys:
+            problems.append(Problem(f"auth.keys[{index}].key", "'***'", "duplicate key"))
+        keys[key] = Tenant(key_entry.tenant, key_entry.admin)
+
+    try:
+        store = doc.store.model_copy(update={"url": resolve_env(doc.store.url, env)})
+    except MissingEnv as missing:
+        problems.append(Problem("store.url", "'***'", f"environment variable {missing.name} is not set"))
+        store = doc.store
+
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(
+        source=source,
+        groups=MappingProxyType({k: tuple(v) for k, v in groups.items()}),
+        disabled=tuple(disabled),
+        store=store,
+        server=doc.server,
+        keys=MappingProxyType(keys),
+        ignored_sections=tuple(sorted(doc.litellm_sections())),
+    )
+
+
+def _deployment(dep_id: str, entry: schema.ModelEntry, params: dict[str, Any]) -> Deployment:
+    kind, model = parse_model(params["model"])
+    if kind not in ADAPTERS:
+        raise ValueError(f"unknown provider kind '{kind}' (known: {', '.join(sorted(ADAPTERS))})")
+    missing = [name for name in ADAPTERS[kind].required_params if not params.get(name)]
+    if missing:
+        raise ValueError(f"a {kind} deployment needs litellm_params.{', '.join(missing)}")
+
+    def secret(name: str) -> Secret | None:
+        return Secret(params[name]) if params.get(name) else None
+
+    return Deployment(
+        id=dep_id,
+        model_name=entry.model_name,
+        kind=kind,
+        model=model,
+        api_base=(params.get("api_base") or None),
+        api_key=secret("api_key"),
+        api_version=params.get("api_version"),
+        aws_region_name=params.get("aws_region_name"),
+        aws_access_key_id=secret("aws_access_key_id"),
+        aws_secret_access_key=secret("aws_secret_access_key"),
+        aws_session_token=secret("aws_session_token"),
+        timeout=float(params.get("timeout", 600.0)),
+        stream_timeout=float(params.get("stream_timeout", params.get("timeout", 60.0))),
+        connect_timeout=float(params.get("connect_timeout", 5.0)),
+        max_retries=int(params.get("max_retries", 0)),
+        model_info=MappingProxyType(dict(entry.model_info)),
+        litellm_params=MappingProxyType(
+            {k: v for k, v in params.items() if k not in SECRET_KEYS}
+        ),
+    )

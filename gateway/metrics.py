@@ -1,0 +1,84 @@
+"""Prometheus metrics, on a registry the app owns (never the global one).
+
+Labels are bounded: public model names and provider kinds come from the config,
+statuses are HTTP status classes, task types are capped (see ``TASK_TYPE_CAP``).
+No task id, key, tenant or prompt is ever a label.
+
+Under ``taskgate serve --workers N`` the CLI sets ``PROMETHEUS_MULTIPROC_DIR``
+before the workers start, and ``/metrics`` aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+from gateway.records import AttemptRecord
+from gateway.pricing import usd
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
+TASK_TYPE_CAP = 50  # task types beyond this many distinct values are counted as "other"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("taskgate_requests", "Upstream attempts by outcome status",
+                                ["model", "provider", "status"], registry=r)
+        self.duration = Histogram("taskgate_request_duration_seconds", "Upstream attempt duration",
+                                  ["model", "provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("taskgate_time_to_first_token_seconds", "Streams: time to the first upstream event",
+                              ["model", "provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("taskgate_tokens", "Tokens by type", ["model", "provider", "type"], registry=r)
+        self.cost = Counter("taskgate_cost_usd", "Cost of upstream attempts in USD", ["model", "provider"], registry=r)
+        self.unpriced = Counter("taskgate_unpriced_requests", "Attempts with no known price",
+                                ["model", "provider"], registry=r)
+        self.tasks = Counter("taskgate_tasks", "Tasks ended, by outcome", ["task_type", "outcome"], registry=r)
+        self.task_cost = Histogram("taskgate_task_cost_usd", "Cost of ended tasks in USD", ["task_type", "outcome"],
+                                   buckets=COST_BUCKETS, registry=r)
+        self.in_flight = Gauge("taskgate_in_flight_requests", "Client requests being served",
+                               multiprocess_mode="livesum", registry=r)
+        self._task_types: set[str] = set()
+
+    def task_type_label(self, task_type: str) -> str:
+        if task_type in self._task_types or len(self._task_types) < TASK_TYPE_CAP:
+            self._task_types.add(task_type)
+            return task_type
+        return "other"
+
+    def attempt(self, rec: AttemptRecord) -> None:
+        model, provider = rec.model, rec.provider
+        status = str(rec.status) if rec.outcome == "ok" else rec.outcome
+        self.requests.labels(model, provider, status).inc()
+        self.duration.labels(model, provider).observe(rec.duration_s)
+        if rec.ttft_s is not None:
+            self.ttft.labels(model, provider).observe(rec.ttft_s)
+        if rec.usage is not None:
+            u = rec.usage
+            self.tokens.labels(model, provider, "input").inc(u.input_tokens)
+            self.tokens.labels(model, provider, "output").inc(u.output_tokens)
+            if u.cached_input_tokens:
+                self.tokens.labels(model, provider, "cached_input").inc(u.cached_input_tokens)
+            if u.reasoning_tokens:
+                self.tokens.labels(model, provider, "reasoning").inc(u.reasoning_tokens)
+        if rec.cost_picousd is None:
+            if rec.usage is not None:
+                self.unpriced.labels(model, provider).inc()
+        elif rec.cost_picousd:
+            self.cost.labels(model, provider).inc(float(usd(rec.cost_picousd)))
+
+    def task_ended(self, task_type: str, outcome: str, cost_picousd: int) -> None:
+        label = self.task_type_label(task_type)
+        self.tasks.labels(label, outcome).inc()
+        self.task_cost.labels(label, outcome).observe(float(usd(cost_picousd)))
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

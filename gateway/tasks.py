@@ -1,0 +1,55 @@
+"""Which task a request belongs to (pure: headers and body in, TaskRef out).
+
+The task id is taken from the first of these that is present:
+
+1. the ``X-Task-Id`` header (Taskgate's own);
+2. ``metadata.task_id`` in the request body (OpenAI's metadata field);
+3. the ``x-litellm-trace-id`` header (LiteLLM);
+4. ``litellm_session_id`` in the body (LiteLLM).
+
+With none of them, the gateway makes a one-request task (``generated=True``),
+which ends with that request's outcome.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gateway.errors import BadRequest
+
+TASK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+TASK_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    id: str
+    type: str
+    generated: bool
+    source: str  # where the id came from
+
+
+def identify(headers: Mapping[str, str], body: Mapping[str, Any] | None) -> TaskRef:
+    body = body or {}
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    candidates = (
+        ("X-Task-Id header", headers.get("x-task-id")),
+        ("metadata.task_id", metadata.get("task_id")),
+        ("x-litellm-trace-id header", headers.get("x-litellm-trace-id")),
+        ("litellm_session_id", body.get("litellm_session_id")),
+    )
+    task_type = headers.get("x-task-type") or "default"
+    if not TASK_TYPE.fullmatch(task_type):
+        raise BadRequest("X-Task-Type must be 1 to 64 characters of A-Za-z0-9._:-", param="X-Task-Type",
+                         code="invalid_task_type")
+    for source, value in candidates:
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or not TASK_ID.fullmatch(value):
+            raise BadRequest(f"the task id from {source} must be 1 to 128 characters of A-Za-z0-9._:-",
+                             param=source.split(" ")[0], code="invalid_task_id")
+        return TaskRef(value, task_type, False, source)
+    return TaskRef("req-" + uuid.uuid4().hex, task_type, True, "generated")

@@ -1,0 +1,1 @@
+"""Routing and compliance policies: pure functions over plain data."""

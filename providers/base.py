@@ -1,0 +1,210 @@
+"""The provider adapter interface.
+
+An adapter translates between the OpenAI wire format that clients speak and one
+provider's wire format. It does no I/O: the gateway owns the HTTP client, and an
+adapter only turns a request into an :class:`UpstreamRequest` and upstream bytes
+back into OpenAI bytes plus normalised :class:`Usage`.
+
+Four steps, one per method of :class:`Adapter`:
+
+    chat_request     OpenAI request body      -> UpstreamRequest
+    chat_response    upstream response bytes  -> (OpenAI response bytes, Usage)
+    stream_decoder   upstream stream bytes    -> OpenAI SSE events (+ Usage at the end)
+    error            upstream error response  -> UpstreamFailure
+
+Embeddings follow the same pattern with ``embeddings_request`` and
+``embeddings_response``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Mapping, Protocol
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or errors."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One upstream deployment of a public model, as an adapter needs it."""
+
+    id: str  # unique within the config, e.g. "gpt-4o#0" or model_info.id
+    model_name: str  # the public name clients send
+    kind: str  # provider kind: openai, azure, bedrock, hosted_vllm, ollama_chat, ...
+    model: str  # the upstream model id or Azure deployment name
+    api_base: str | None = None
+    api_key: Secret | None = None
+    api_version: str | None = None
+    aws_region_name: str | None = None
+    aws_access_key_id: Secret | None = None
+    aws_secret_access_key: Secret | None = None
+    aws_session_token: Secret | None = None
+    timeout: float = 600.0  # seconds, whole non-streaming call
+    stream_timeout: float = 60.0  # seconds, to first byte and between stream chunks
+    connect_timeout: float = 5.0
+    max_retries: int = 0
+    model_info: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    litellm_params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def provider(self) -> str:
+        """The provider label used in metrics and logs (the kind)."""
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage in OpenAI's semantics.
+
+    ``input_tokens`` includes cached input (cache reads and writes), and
+    ``output_tokens`` includes reasoning tokens, whatever the provider reported.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0  # cache reads, part of input_tokens
+    cache_write_tokens: int = 0  # cache writes, part of input_tokens
+    reasoning_tokens: int = 0  # part of output_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class FailureReason(str, Enum):
+    """What went wrong upstream, independent of any provider's wording."""
+
+    BAD_REQUEST = "bad_request"  # the client's request is invalid for this provider
+    CONTENT_FILTER = "content_filter"
+    AUTH = "auth"  # the gateway's credentials for the provider were rejected
+    NOT_FOUND = "not_found"  # the upstream does not know the model/deployment
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    SERVER_ERROR = "server_error"
+    UNAVAILABLE = "unavailable"  # cannot connect, or the provider says so
+    PROTOCOL = "protocol"  # the upstream answered something we cannot parse
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    reason: FailureReason
+    status: int  # the upstream HTTP status, 0 when there was none
+    message: str
+    retry_after: float | None = None
+    code: str | None = None
+
+
+class StreamDecoder(Protocol):
+    """Turns an upstream byte stream into OpenAI SSE events, incrementally.
+
+    ``feed`` returns complete ``b"data: {...}\\n\\n"`` events for the client and
+    never ``data: [DONE]``: the gateway ends the stream itself. The usage chunk
+    is emitted only when the client asked for it (``include_usage``), but
+    ``usage`` is always filled in when the upstream reported it.
+    """
+
+    usage: Usage | None
+    done: bool  # the upstream ended the stream normally
+    failure: UpstreamFailure | None  # an error the upstream reported mid-stream
+    text: list[str]  # the content and tool arguments streamed, for estimates
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def close(self) -> list[bytes]: ...
+
+
+class Adapter(Protocol):
+    kind: str
+    stream_content_type: str
+
+    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> UpstreamRequest: ...
+
+    def chat_response(self, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]: ...
+
+    def stream_decoder(self, dep: Deployment, include_usage: bool) -> StreamDecoder: ...
+
+    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> UpstreamRequest: ...
+
+    def embeddings_response(
+        self, dep: Deployment, raw: bytes, encoding_format: str | None = None
+    ) -> tuple[bytes, Usage]:
+        """``encoding_format`` is the client's (``float`` or ``base64``)."""
+        ...
+
+    def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure: ...
+
+
+class Unsupported(ValueError):
+    """A request uses something this provider cannot do. Becomes a 400."""
+
+    def __init__(self, kind: str, feature: str) -> None:
+        super().__init__(f"provider '{kind}' does not support {feature}")
+        self.kind = kind
+        self.feature = feature
+
+
+def sse_event(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def reason_for_status(status: int) -> FailureReason:
+    """The default mapping from an HTTP status to a failure reason."""
+    if status == 429:
+        return FailureReason.RATE_LIMITED
+    if status in (401, 403):
+        return FailureReason.AUTH
+    if status == 404:
+        return FailureReason.NOT_FOUND
+    if status in (408, 504):
+        return FailureReason.TIMEOUT
+    if status == 503:
+        return FailureReason.UNAVAILABLE
+    if 400 <= status < 500:
+        return FailureReason.BAD_REQUEST
+    return FailureReason.SERVER_ERROR
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (delta-seconds only)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if seconds >= 0:
+            return seconds
+    return None

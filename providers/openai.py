@@ -1,0 +1,122 @@
+"""OpenAI, and the base for every OpenAI-compatible provider.
+
+Subclasses (Azure, vLLM, llama.cpp) override only the URL, the auth headers
+and the fields they reject.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import orjson
+
+from providers.base import (
+    Deployment,
+    FailureReason,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+    parse_retry_after,
+    reason_for_status,
+)
+from providers.openai_wire import usage_from_openai
+
+# Fields that clients send for the gateway (or for OpenAI's stored completions)
+# and that providers would reject. OpenAI itself 400s `metadata` without `store`.
+CLIENT_ONLY_FIELDS = frozenset({"metadata", "litellm_session_id", "litellm_trace_id", "litellm_metadata"})
+
+
+class OpenAIAdapter:
+    kind = "openai"
+    stream_content_type = "text/event-stream"
+    required_params: tuple[str, ...] = ()
+    default_base: str | None = "https://api.openai.com/v1"
+    keeps_metadata_with_store = True  # OpenAI accepts `metadata` when `store` is true
+
+    # --- what subclasses override -------------------------------------------
+
+    def base_url(self, dep: Deployment) -> str:
+        return (dep.api_base or self.default_base or "").rstrip("/")
+
+    def url(self, dep: Deployment, operation: str) -> str:
+        return f"{self.base_url(dep)}/{operation}"
+
+    def auth_headers(self, dep: Deployment) -> dict[str, str]:
+        return {"Authorization": f"Bearer {dep.api_key.get()}"} if dep.api_key else {}
+
+    # --- requests -----------------------------------------------------------
+
+    def forward_body(self, dep: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        keep_metadata = self.keeps_metadata_with_store and body.get("store") is True
+        out = {k: v for k, v in body.items() if k not in CLIENT_ONLY_FIELDS or (keep_metadata and k == "metadata")}
+        out["model"] = dep.model
+        return out
+
+    def _request(self, dep: Deployment, operation: str, body: dict[str, Any]) -> UpstreamRequest:
+        headers = {"Content-Type": "application/json", **self.auth_headers(dep)}
+        return UpstreamRequest("POST", self.url(dep, operation), headers, orjson.dumps(body))
+
+    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+        out = self.forward_body(dep, body)
+        if stream:
+            # Always ask for usage: the gateway accounts every stream, and strips
+            # the usage chunk again when the client did not ask for it.
+            out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return self._request(dep, "chat/completions", out)
+
+    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> UpstreamRequest:
+        return self._request(dep, "embeddings", self.forward_body(dep, body))
+
+    # --- responses ----------------------------------------------------------
+
+    def chat_response(self, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
+        return raw, _usage_of(raw)
+
+    def embeddings_response(
+        self, dep: Deployment, raw: bytes, encoding_format: str | None = None
+    ) -> tuple[bytes, Usage]:
+        return raw, _usage_of(raw)  # the upstream honoured encoding_format itself
+
+    def stream_decoder(self, dep: Deployment, include_usage: bool) -> "OpenAIStreamDecoder":
+        from providers.openai_stream import OpenAIStreamDecoder
+
+        return OpenAIStreamDecoder(include_usage)
+
+    def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
+        return openai_failure(status, headers, raw)
+
+
+def _usage_of(raw: bytes) -> Usage:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("upstream answered with invalid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("upstream answered with a JSON value that is not an object")
+    return usage_from_openai(data.get("usage")) or Usage()
+
+
+def openai_failure(status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
+    """Read an OpenAI-shaped (or Azure-shaped) error body."""
+    message, code = _error_fields(raw)
+    reason = reason_for_status(status)
+    if code == "content_filter":
+        reason = FailureReason.CONTENT_FILTER
+    return UpstreamFailure(reason, status, message, parse_retry_after(headers), code)
+
+
+def _error_fields(raw: bytes) -> tuple[str, str | None]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw[:200].decode("utf-8", "replace").strip()
+        return (text or "no error body"), None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        code = err.get("code")
+        return str(err.get("message") or "no message"), (str(code) if code is not None else None)
+    if isinstance(err, str):  # Ollama and some local servers
+        return err, None
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"]), None
+    return "no error message", None
