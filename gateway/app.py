@@ -127,17 +127,17 @@ class TaskgateApp:
 
         metrics = self.gateway.metrics
         metrics.in_flight.inc()
+        req = Request(scope["method"], scope["path"], headers_of(scope), b"")
         try:
-            headers = headers_of(scope)
-            body = await read_body(receive, headers, self.gateway.config.server.max_body_bytes)
-            await handler(Request(scope["method"], scope["path"], headers, body), tracking_send, receive)
+            req.body = await read_body(receive, req.headers, self.gateway.config.server.max_body_bytes)
+            await handler(req, tracking_send, receive)
         except GatewayError as err:
             if not started:
-                await send_error(send, err)
+                await send_error(send, err, _task_header(req))
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
             if not started:
-                await send_error(send, internal_error())
+                await send_error(send, internal_error(), _task_header(req))
         finally:
             metrics.in_flight.dec()
 
@@ -151,6 +151,10 @@ class TaskgateApp:
     async def _embeddings(self, req: Request, send: Send, receive: Receive) -> None:
         call, plan = begin(self.gateway.config, req, "embeddings")
         await unary(self.gateway, call, plan, send)
+
+
+def _task_header(req: Request) -> list[tuple[bytes, bytes]]:
+    return [(b"x-task-id", req.task_id.encode())] if req.task_id else []
 
 
 def create_app(config: Config | None = None) -> TaskgateApp:

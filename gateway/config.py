@@ -29,7 +29,7 @@ SECRET_KEYS = frozenset(
     {"api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "key", "url", "password"}
 )
 _ENV_WHOLE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
-_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ class Config:
 
 
 def resolve_env(value: Any, env: Mapping[str, str]) -> Any:
-    """Replace ``os.environ/NAME`` and ``${NAME}`` in strings, recursively."""
+    """Replace ``os.environ/NAME``, ``${NAME}`` and ``${NAME:-default}`` in strings, recursively."""
     if isinstance(value, str):
         whole = _ENV_WHOLE.match(value)
         if whole:
@@ -107,9 +107,14 @@ def resolve_env(value: Any, env: Mapping[str, str]) -> Any:
             return env[whole.group(1)]
 
         def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in env:
-                raise MissingEnv(m.group(1))
-            return env[m.group(1)]
+            name, default = m.group(1), m.group(2)
+            if env.get(name):
+                return env[name]
+            if default is not None:  # ${NAME:-default}
+                return default
+            if name not in env:
+                raise MissingEnv(name)
+            return env[name]
 
         return _ENV_INLINE.sub(sub, value)
     if isinstance(value, dict):
@@ -228,7 +233,8 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         keys[key] = Tenant(key_entry.tenant, key_entry.admin)
 
     try:
-        store = doc.store.model_copy(update={"url": resolve_env(doc.store.url, env)})
+        store = doc.store.model_copy(update={"url": resolve_env(doc.store.url, env),
+                                             "path": resolve_env(doc.store.path, env)})
     except MissingEnv as missing:
         problems.append(Problem("store.url", "'***'", f"environment variable {missing.name} is not set"))
         store = doc.store

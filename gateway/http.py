@@ -24,6 +24,7 @@ class Request:
     path: str
     headers: Mapping[str, str]  # lower-case names
     body: bytes
+    task_id: str | None = None  # set once the task is known, so that errors carry it too
 
 
 def headers_of(scope: dict[str, Any]) -> dict[str, str]:

