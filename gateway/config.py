@@ -203,9 +203,11 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
     groups: dict[str, list[Deployment]] = defaultdict(list)
     disabled: list[Disabled] = []
     seen_ids: set[str] = set()
+    per_name: dict[str, int] = defaultdict(int)
     for index, entry in enumerate(doc.model_list):
         where = f"model_list[{index}]"
-        dep_id = str(entry.model_info.get("id") or f"{entry.model_name}#{len(groups[entry.model_name])}")
+        dep_id = str(entry.model_info.get("id") or f"{entry.model_name}#{per_name[entry.model_name]}")
+        per_name[entry.model_name] += 1
         if dep_id in seen_ids:
             problems.append(Problem(f"{where}.model_info.id", repr(dep_id), "duplicate deployment id"))
             continue
@@ -253,9 +255,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
 
 
 def _deployment(dep_id: str, entry: schema.ModelEntry, params: dict[str, Any]) -> Deployment:
-    kind, model = parse_model(params["model"])
-    if kind not in ADAPTERS:
-        raise ValueError(f"unknown provider kind '{kind}' (known: {', '.join(sorted(ADAPTERS))})")
+    kind, model = parse_model(params["model"])  # the kind was checked by the schema
     missing = [name for name in ADAPTERS[kind].required_params if not params.get(name)]
     if missing:
         raise ValueError(f"a {kind} deployment needs litellm_params.{', '.join(missing)}")

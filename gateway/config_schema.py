@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from providers import ADAPTERS, parse_model
+
 # LiteLLM Proxy sections that Taskgate accepts and ignores, so that an existing
 # LiteLLM config loads unchanged.
 LITELLM_SECTIONS = ("litellm_settings", "general_settings", "router_settings", "environment_variables")
@@ -44,6 +46,9 @@ class LiteLLMParams(BaseModel):
     def _has_kind(cls, value: str) -> str:
         if "/" not in value:
             raise ValueError("must be '<provider kind>/<model id>', e.g. 'openai/gpt-4o-mini'")
+        kind, _ = parse_model(value)
+        if kind not in ADAPTERS:
+            raise ValueError(f"unknown provider kind '{kind}' (known: {', '.join(sorted(ADAPTERS))})")
         return value
 
 
