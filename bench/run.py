@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -134,6 +135,23 @@ def tree_stats(pid: int) -> dict:
         except OSError:
             pass
     return {"rss": rss, "hwm": hwm, "cpu": cpu, "pids": pids}
+
+
+def host_cpu() -> dict | None:
+    """Machine-wide busy and steal CPU seconds since boot (/proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq = v[:7]
+    steal = v[7] if len(v) > 7 else 0
+    return {"busy": (user + nice + system + irq + softirq) / _TCK, "steal": steal / _TCK}
+
+
+def own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 class RssSampler:
@@ -333,8 +351,16 @@ class LiteLLM(System):
         return [str(LITELLM_BIN), "--config", str(cfg), "--host", "127.0.0.1",
                 "--port", str(port), "--num_workers", str(ctx.args.workers)]
 
+    # LiteLLM refuses to start without a (strong) master key; no DB, so the
+    # check is a constant-time compare against this key on every request.
+    master_key = "sk-bench-5f0c7e2a9b3d4c1e8a6f2b7d9c0e1a3b"
+
+    def headers(self, ctx):
+        return {"Authorization": f"Bearer {self.master_key}"}
+
     def env(self, ctx):
-        return {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+        return {"LITELLM_MASTER_KEY": self.master_key,
+                "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "True"}
 
 
@@ -357,7 +383,7 @@ class Portkey(System):
         return {"x-portkey-provider": "openai", "x-portkey-custom-host": ctx.mock_v1}
 
     def command(self, ctx, port, workdir):
-        return [shutil.which("node") or "node", str(PORTKEY_ENTRY), f"--port={port}"]
+        return [shutil.which("node") or "node", str(PORTKEY_ENTRY), f"--port={port}", "--headless"]
 
     def env(self, ctx):
         return {"NODE_ENV": "production"}
@@ -460,17 +486,21 @@ def run_wrk(port: int, path: str, model: str, stream: bool, conc: int, duration:
         "wrk", "-t", str(t), "-c", str(conc), "-d", f"{duration}s",
         "--timeout", f"{int(max(1, timeout_s))}s", "-s", str(BENCH / "post.lua"),
         f"http://127.0.0.1:{port}{path}"]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env,
                            timeout=duration + timeout_s + 15, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"error": "wrk did not finish in time"}
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     m = re.search(r"^BENCH_RESULT (\{.*\})\s*$", r.stdout, re.M)
     if not m:
         return {"error": f"wrk exit {r.returncode}: {(r.stderr or r.stdout)[-300:].strip()}"}
     res = json.loads(m.group(1))
     res["concurrency"] = conc
     res["threads"] = t
+    res["wrk_cpu"] = round(wrk_cpu, 4)
     errs = sum(res["errors"].values())
     res["error_total"] = errs
     res["error_rate"] = errs / max(1, res["requests"] + errs)
@@ -547,8 +577,8 @@ def bench_system(sysobj: System, ctx: Ctx, plan: dict) -> dict:
             except OSError as e:
                 res.update(status="failed to start", error=f"{type(e).__name__}: {e}")
                 return res
-            ok, secs, err = wait_ready(port, sysobj.ready_path, proc.p, sysobj.startup_timeout,
-                                       proc.t0)
+            ok, secs, err = wait_ready(port, sysobj.ready_path, proc.p,
+                                       a.startup_timeout or sysobj.startup_timeout, proc.t0)
             if not ok:
                 res.update(status="failed to start", error=err, log_tail=proc.log_tail())
                 log(f"{sysobj.name}: failed to start: {err}")
@@ -576,24 +606,44 @@ def bench_system(sysobj: System, ctx: Ctx, plan: dict) -> dict:
             if plan["warmup"] > 0:
                 run_wrk(port, sysobj.chat_path, sysobj.model, False, max(plan["conc"]),
                         plan["warmup"], a.threads, headers, ctx.load_cpus, plan["timeout"])
+            else:  # at least warm the code paths and one keep-alive connection
+                stream_probe.probe(f"http://127.0.0.1:{port}{sysobj.chat_path}", n=50, warmup=0,
+                                   model=sysobj.model, headers=headers, max_seconds=1.0)
             for mode in ("nonstream", "stream"):
                 for c in plan["stream_conc"] if mode == "stream" else plan["conc"]:
                     before_up = mock_stats(ctx)
                     before = tree_stats(pid)
+                    mock_before = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
+                    host_before, self_before = host_cpu(), own_cpu()
+                    t_wall = time.perf_counter()
                     r = run_wrk(port, sysobj.chat_path, sysobj.model, mode == "stream", c,
                                 plan["duration"], a.threads, headers, ctx.load_cpus,
                                 plan["timeout"])
+                    wall = time.perf_counter() - t_wall
+                    host_after, self_after = host_cpu(), own_cpu()
+                    mock_after = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
                     after = tree_stats(pid)
                     after_up = mock_stats(ctx)
                     if "error" not in r:
                         n = max(1, r["requests"])
-                        r["cpu_us_per_req"] = round((after["cpu"] - before["cpu"]) * 1e6 / n, 1)
+                        sut_cpu = after["cpu"] - before["cpu"]
+                        mock_cpu = (mock_after["cpu"] - mock_before["cpu"]) if mock_before else 0.0
+                        r["cpu_us_per_req"] = round(sut_cpu * 1e6 / n, 1)
+                        r["sut_cpu_pct"] = round(100 * sut_cpu / wall, 1)
+                        r["mock_cpu_pct"] = round(100 * (mock_cpu if mock_before else sut_cpu) / wall, 1)
+                        if host_before and host_after:
+                            busy = host_after["busy"] - host_before["busy"]
+                            ours = sut_cpu + mock_cpu + r.get("wrk_cpu", 0.0) + (self_after - self_before)
+                            r["other_cpu_pct"] = round(max(0.0, 100 * (busy - ours) / wall), 1)
+                            r["steal_pct"] = round(100 * (host_after["steal"] - host_before["steal"]) / wall, 1)
                         if before_up and after_up:
                             up = after_up["chat"] - before_up["chat"]
                             r["upstream_requests"] = up
                             r["upstream_per_response"] = round(up / n, 3)
                         log(f"{sysobj.name}: {mode:9s} c={c:<3d} {r['rps']:>9.0f} rps  "
-                            f"p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms"
+                            f"p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms  "
+                            f"cpu sut {r['sut_cpu_pct']:.0f}% mock {r['mock_cpu_pct']:.0f}%"
+                            + (f" other {r['other_cpu_pct']:.0f}%" if "other_cpu_pct" in r else "")
                             + (f"  errors {r['error_total']}" if r["error_total"] else ""))
                     else:
                         log(f"{sysobj.name}: {mode} c={c}: {r['error']}")
@@ -814,6 +864,15 @@ def render_table(results: list[dict], plan: dict, der: dict, delay_ms: float) ->
 
     row("upstream calls per response (min over points)", fwd)
 
+    def noise(r, _):
+        pts = [x for m in r.get("points", {}).values() for x in m.values() if "other_cpu_pct" in x]
+        if not pts:
+            return None
+        return (f"{max(x['other_cpu_pct'] for x in pts):.0f}% / "
+                f"{max(x.get('steal_pct', 0) for x in pts):.0f}%")
+
+    row("noise: other procs' CPU / steal, max over points", noise)
+
     widths = [max(len(str(rw[i])) for rw in rows + [["metric"] + names]) for i in range(len(names) + 1)]
     def line(cells):
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
@@ -847,6 +906,8 @@ def parse_args(argv=None):
     ap.add_argument("--sut-cpus", default="0", help="CPU list for the system under test")
     ap.add_argument("--load-cpus", default="1", help="CPU list for the mock, wrk and this script")
     ap.add_argument("--no-pin", action="store_true", help="don't use taskset")
+    ap.add_argument("--startup-timeout", type=float, default=None,
+                    help="seconds to wait for readiness (default per system: 30, taskgate 60, litellm 120)")
     ap.add_argument("--taskgate-cmd", default=None,
                     help="command to start taskgate, before 'serve ...' (default: the venv's taskgate)")
     ap.add_argument("--out", default=None, help="results JSON path (default bench/results/<ts>.json)")
@@ -956,14 +1017,20 @@ def main(argv=None) -> int:
         mark = "OK" if chk["ok"] else "TOO LOW: the mock may be the bottleneck"
         notes.append(f"mock headroom vs {name}: best direct RPS is {chk['mock_headroom']:.1f}× "
                      f"its best RPS (need ≥ 5×) — {mark}")
+    noisy = sorted({r["name"] for r in results for m in r.get("points", {}).values()
+                    for x in m.values() if x.get("other_cpu_pct", 0) > 25 or x.get("steal_pct", 0) > 10})
+    if noisy:
+        notes.append("NOISY: other processes (or the hypervisor: steal) used > 25% of a core during "
+                     f"points of: {', '.join(noisy)}; re-run for numbers to quote")
     if a.delay_ms:
         notes.append(f"ideal RPS at c=N with a {a.delay_ms:g} ms upstream is N / {a.delay_ms / 1000:g} s "
                      f"(c=64 → {64 / (a.delay_ms / 1000):,.0f}); 'x% of ideal' compares against it")
     for r in results:
         if r["status"] != "ok":
-            notes.append(f"{r['name']}: {r['status']}: {r.get('error', '')}")
+            note = f"{r['name']}: {r['status']}: {r.get('error', '')}"
             if r.get("log_tail"):
-                notes.append("    " + r["log_tail"].replace("\n", "\n    "))
+                note += "\n  ```\n  " + r["log_tail"].replace("\n", "\n  ") + "\n  ```"
+            notes.append(note)
     load_after = os.getloadavg()
     notes.append(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; "
                  f"d = direct, pt = passthrough; total {time.perf_counter() - t_run:.1f} s")

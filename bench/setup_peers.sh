@@ -11,6 +11,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PEERS="$HERE/.peers"
 LITELLM_VERSION="1.106.2"          # same exact pin as pyproject.toml (never 1.82.7/1.82.8)
 PORTKEY_VERSION="1.15.2"
+# @hono/node-server >= 1.14 keeps fetch()'s immutable Headers when Portkey
+# re-wraps an upstream SSE response (new Response(body, upstreamResponse)), so
+# every streamed request fails with "TypeError: immutable" on Node 20. 1.13.x
+# copies the headers: pin it.
+HONO_NODE_SERVER_VERSION="1.13.8"
 PYTHON="${PYTHON:-python3}"
 WHAT="${1:-all}"
 mkdir -p "$PEERS"
@@ -36,17 +41,25 @@ PY
 install_portkey() {
   local dir="$PEERS/portkey"
   local entry="$dir/node_modules/@portkey-ai/gateway/build/start-server.js"
-  if [ -f "$entry" ] && [ "$(node -p "require('$dir/node_modules/@portkey-ai/gateway/package.json').version" 2>/dev/null)" = "$PORTKEY_VERSION" ]; then
+  if [ -f "$entry" ] \
+     && [ "$(node -p "require('$dir/node_modules/@portkey-ai/gateway/package.json').version" 2>/dev/null)" = "$PORTKEY_VERSION" ] \
+     && grep -q "\"version\": \"$HONO_NODE_SERVER_VERSION\"" "$dir/node_modules/@hono/node-server/package.json" 2>/dev/null; then
     echo "portkey $PORTKEY_VERSION: already installed in $dir"
     return 0
   fi
   command -v npm >/dev/null || { echo "portkey: npm not found" >&2; return 1; }
   echo "portkey $PORTKEY_VERSION: installing @portkey-ai/gateway into $dir"
   mkdir -p "$dir"
-  [ -f "$dir/package.json" ] || echo '{"name":"taskgate-bench-portkey","private":true}' > "$dir/package.json"
+  cat > "$dir/package.json" <<JSON
+{
+  "name": "taskgate-bench-portkey",
+  "private": true,
+  "dependencies": { "@portkey-ai/gateway": "$PORTKEY_VERSION" },
+  "overrides": { "@hono/node-server": "$HONO_NODE_SERVER_VERSION" }
+}
+JSON
   # its postinstall (patch-package) is not needed to run the built server
-  (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error \
-      "@portkey-ai/gateway@$PORTKEY_VERSION")
+  (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error)
   [ -f "$entry" ] || { echo "portkey: $entry missing after install" >&2; return 1; }
   echo "portkey: ok ($entry)"
 }
