@@ -13,6 +13,7 @@ from typing import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from providers.base import Deployment, FailureReason, UpstreamFailure, UpstreamRequest
 
@@ -73,7 +74,7 @@ class UpstreamClient:
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         try:
             async with self._session.request(
-                req.method, req.url, data=req.body, headers=req.headers, timeout=self._timeout(dep, False)
+                req.method, _url(req), data=req.body, headers=req.headers, timeout=self._timeout(dep, False)
             ) as resp:
                 body = await resp.read()
                 return Reply(resp.status, _lower(resp.headers), body)
@@ -85,7 +86,7 @@ class UpstreamClient:
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         try:
             resp = await self._session.request(
-                req.method, req.url, data=req.body, headers=req.headers, timeout=self._timeout(dep, True)
+                req.method, _url(req), data=req.body, headers=req.headers, timeout=self._timeout(dep, True)
             )
         except Exception as exc:
             raise UpstreamCallError(transport_failure(dep, req, exc)) from exc
@@ -93,6 +94,12 @@ class UpstreamClient:
             yield StreamReply(resp.status, _lower(resp.headers), resp)
         finally:
             resp.close()  # closing (not releasing) aborts an unfinished upstream stream
+
+
+def _url(req: UpstreamRequest) -> URL:
+    # Adapters build URLs already percent-encoded, and signatures (SigV4) cover
+    # that exact path: aiohttp must not re-quote it (it would turn %3A into ':').
+    return URL(req.url, encoded=True)
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
