@@ -146,7 +146,8 @@ def host_cpu() -> dict | None:
         return None
     user, nice, system, idle, iowait, irq, softirq = v[:7]
     steal = v[7] if len(v) > 7 else 0
-    return {"busy": (user + nice + system + irq + softirq) / _TCK, "steal": steal / _TCK}
+    # irq/softirq left out: on loopback they are mostly our own traffic's
+    return {"busy": (user + nice + system) / _TCK, "steal": steal / _TCK}
 
 
 def own_cpu() -> float:
@@ -245,6 +246,7 @@ class Ctx:
         self.mock_base = f"http://127.0.0.1:{mock_port}"
         self.mock_v1 = f"{self.mock_base}/v1"
         self.pin = pin
+        self.log_dir: Path | None = None
 
 
 class System:
@@ -270,6 +272,17 @@ class System:
     def env(self, ctx: Ctx) -> dict[str, str]:
         return {}
 
+    def version(self) -> str:
+        return ""
+
+
+def _dist_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return "?"
+
 
 class Direct(System):
     name = "direct"
@@ -277,6 +290,9 @@ class Direct(System):
 
     def command(self, ctx, port, workdir):
         return None
+
+    def version(self):
+        return f"httptools {_dist_version('httptools')}, uvloop {_dist_version('uvloop')}"
 
 
 class Passthrough(System):
@@ -286,6 +302,10 @@ class Passthrough(System):
     def command(self, ctx, port, workdir):
         return [sys.executable, str(BENCH / "passthrough.py"), "--host", "127.0.0.1",
                 "--port", str(port), "--upstream", ctx.mock_base]
+
+    def version(self):
+        return (f"uvicorn {_dist_version('uvicorn')}, aiohttp {_dist_version('aiohttp')}, "
+                f"uvloop {_dist_version('uvloop')}")
 
 
 def render_template(src: Path, dst: Path, ctx: Ctx) -> Path:
@@ -322,8 +342,8 @@ class Taskgate(System):
         pp = os.environ.get("PYTHONPATH")
         return {"PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
 
-    def headers(self, ctx):
-        return {}
+    def version(self):
+        return f"taskgate {_dist_version('taskgate')} @ {git_rev() or '?'}"
 
 
 # ---- peers ---------------------------------------------------------------
@@ -360,8 +380,14 @@ class LiteLLM(System):
 
     def env(self, ctx):
         return {"LITELLM_MASTER_KEY": self.master_key,
+                "PYTHONPATH": "",
                 "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "True"}
+
+
+    def version(self):
+        hits = sorted(LITELLM_BIN.parent.parent.glob("lib/python*/site-packages/litellm-*.dist-info"))
+        return ("litellm " + hits[-1].name[len("litellm-"):-len(".dist-info")]) if hits else "?"
 
 
 class Portkey(System):
@@ -387,6 +413,21 @@ class Portkey(System):
 
     def env(self, ctx):
         return {"NODE_ENV": "production"}
+
+    def version(self):
+        try:
+            pk = json.loads((PORTKEY_ENTRY.parent.parent / "package.json").read_text())["version"]
+            hono = json.loads((PORTKEY_DIR / "node_modules/@hono/node-server/package.json").read_text())
+            return f"@portkey-ai/gateway {pk} (@hono/node-server {hono['version']}), node {_node_version()}"
+        except (OSError, ValueError, KeyError):
+            return "?"
+
+
+def _node_version() -> str:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
 
 
 SYSTEMS: dict[str, type[System]] = {c.name: c for c in (Direct, Passthrough, Taskgate, LiteLLM, Portkey)}
@@ -549,6 +590,10 @@ def sanity(port: int, sysobj: System, ctx: Ctx) -> str | None:
 def bench_system(sysobj: System, ctx: Ctx, plan: dict) -> dict:
     a = ctx.args
     res: dict = {"name": sysobj.name, "description": sysobj.description, "status": "ok"}
+    try:
+        res["version"] = sysobj.version()
+    except Exception:
+        res["version"] = "?"
     why = sysobj.available(ctx)
     if why:
         res.update(status="not available", error=why)
@@ -674,7 +719,14 @@ def bench_system(sysobj: System, ctx: Ctx, plan: dict) -> dict:
     finally:
         if proc is not None:
             proc.stop()
-            res["log"] = str(proc.logfile)
+            if ctx.log_dir is not None:
+                try:
+                    ctx.log_dir.mkdir(parents=True, exist_ok=True)
+                    dst = ctx.log_dir / f"{sysobj.name}.log"
+                    shutil.copyfile(proc.logfile, dst)
+                    res["log"] = str(dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst)
+                except OSError:
+                    pass
 
 
 # --------------------------------------------------------------------------
@@ -687,7 +739,7 @@ def _pt(res: dict | None, mode: str, c: int) -> dict | None:
     return r if r and "error" not in r else None
 
 
-def derive(results: list[dict], plan: dict, delay_ms: float) -> dict:
+def derive(results: list[dict], plan: dict, delay_ms: float, chunk_interval_ms: float = 0.0) -> dict:
     by = {r["name"]: r for r in results}
     d, p = by.get("direct"), by.get("passthrough")
     out: dict = {}
@@ -721,11 +773,13 @@ def derive(results: list[dict], plan: dict, delay_ms: float) -> dict:
     # mock headroom: the mock's best direct RPS must be >= 5x each system's best
     checks = {}
     if d and not delay_ms:
+        # stream points only count when the mock streams flat out (no chunk interval)
+        modes = ("nonstream", "stream") if not chunk_interval_ms else ("nonstream",)
         for r in results:
             if r["name"] == "direct":
                 continue
             worst = None
-            for mode in ("nonstream", "stream"):
+            for mode in modes:
                 cs = plan["stream_conc"] if mode == "stream" else plan["conc"]
                 dbest = max((x["rps"] for c in cs if (x := _pt(d, mode, c))), default=0)
                 sbest = max((x["rps"] for c in cs if (x := _pt(r, mode, c))), default=0)
@@ -996,6 +1050,7 @@ def main(argv=None) -> int:
             return 1
         ctx = Ctx(a, tmp, mock_port, mock.pid, pin)
         ctx.mock_cold_ms = round(secs * 1000, 1)
+        ctx.log_dir = out_json.with_suffix(".logs")
         ctx.sut_cpus, ctx.load_cpus = a.sut_cpus, (a.load_cpus if pin else None)
         log(f"mock upstream on :{mock_port} (delay {a.delay_ms:g} ms, {a.chunks} chunks), "
             f"points: non-stream c={plan['conc']}, stream c={plan['stream_conc']}, {plan['duration']} s each")
@@ -1005,7 +1060,7 @@ def main(argv=None) -> int:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    der = derive(results, plan, a.delay_ms)
+    der = derive(results, plan, a.delay_ms, a.chunk_interval_ms)
     table = render_table(results, plan, der, a.delay_ms)
     title = (f"Taskgate bench {started:%Y-%m-%d %H:%M:%S} · git {git_rev() or '?'} · "
              f"{plan['duration']} s points · mock delay {a.delay_ms:g} ms, {a.chunks} chunks"
@@ -1031,6 +1086,7 @@ def main(argv=None) -> int:
             if r.get("log_tail"):
                 note += "\n  ```\n  " + r["log_tail"].replace("\n", "\n  ") + "\n  ```"
             notes.append(note)
+    notes.append("versions: " + "; ".join(f"{r['name']}: {r.get('version') or '?'}" for r in results))
     load_after = os.getloadavg()
     notes.append(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; "
                  f"d = direct, pt = passthrough; total {time.perf_counter() - t_run:.1f} s")
