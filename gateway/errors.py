@@ -126,8 +126,16 @@ def from_upstream(dep: Deployment, failure: UpstreamFailure) -> GatewayError:
     cls, code = _UPSTREAM_TABLE[failure.reason]
     where = f"deployment '{dep.id}' ({dep.kind})"
     status = f" {failure.status}" if failure.status else ""
-    message = f"{where} failed{status}: {failure.message}"
+    message = f"{where} failed{status}: {redact(dep, failure.message)}"
     return cls(message, code=code, retry_after=failure.retry_after)
+
+
+def redact(dep: Deployment, text: str) -> str:
+    """Upstream messages may echo our credentials ("Incorrect API key provided: sk-...")."""
+    for secret in (dep.api_key, dep.aws_access_key_id, dep.aws_secret_access_key, dep.aws_session_token):
+        if secret is not None and secret.get():
+            text = text.replace(secret.get(), "***")
+    return text
 
 
 def error_body(err: GatewayError) -> bytes:
