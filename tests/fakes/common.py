@@ -112,6 +112,7 @@ class BaseFake:
         self.billed = Billed()
         self.cached_tokens = 0
         self.chunk_delay = 0.0  # seconds between streamed events
+        self.disconnects = 0  # requests whose client went away before the response ended
         self._queue: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -127,6 +128,7 @@ class BaseFake:
     def reset(self) -> None:
         with self._lock:
             self._queue.clear()
+            self.disconnects = 0
         self.requests.clear()
         self.billed.reset()
 
@@ -182,16 +184,30 @@ class BaseFake:
             cached_input_tokens=usage.cached_tokens,
         )
 
+    async def hang(self, ex: Exchange) -> None:
+        if await ex.hang():
+            self._count_disconnect()
+
+    def _count_disconnect(self) -> None:
+        with self._lock:
+            self.disconnects += 1
+
     async def run_stream(self, ex: Exchange, events: Iterable[Event], usage: Usage,
                          behaviour: Behaviour | None, error_event: bytes | None) -> None:
-        """Send a started stream's events; "drop"/"midstream_error" cut it after 2 content events."""
+        """Send a started stream's events; "drop"/"midstream_error" cut it after 2 content events.
+        A client that goes away stops the stream; input and the output sent so far are billed."""
         events = list(events)
         content_idx = [i for i, e in enumerate(events) if e.content]
         cut = content_idx[min(1, len(content_idx) - 1)] if content_idx else 0
         sent_tokens = 0
+        ex.watch_client()
         for i, ev in enumerate(events):
             if self.chunk_delay and i:
                 await asyncio.sleep(self.chunk_delay)
+            if ex.client_gone:
+                self._count_disconnect()
+                self.bill(usage, output_tokens=sent_tokens)
+                return
             await ex.write(ev.data)
             sent_tokens += ev.tokens
             if behaviour and behaviour.kind in ("drop", "midstream_error") and i == cut:

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from .common import (
-    TOOL_ARGUMENT_PIECES, TOOL_ARGUMENTS_JSON, TOOL_OUTPUT_TOKENS, BaseFake, Behaviour, Event, Usage,
-    count_words, embedding, reply_words, stream_pieces,
+    EMBEDDING_DIMENSIONS, TOOL_ARGUMENT_PIECES, TOOL_ARGUMENTS_JSON, TOOL_OUTPUT_TOKENS, BaseFake, Behaviour,
+    Event, Usage, count_words, embedding, reply_words, stream_pieces,
 )
 from .server import Exchange
 
@@ -58,14 +58,14 @@ def chat_input_tokens(messages: list[dict]) -> int:
     return sum(count_words(t) for m in messages for t in content_texts(m.get("content")))
 
 
-def validate_chat(body: Any, strict: bool) -> None:
+def validate_chat(body: Any, strict: bool, model_in_body: bool = True) -> None:
     if not isinstance(body, dict):
         raise InvalidRequest("Invalid type for request body: expected an object.")
     if strict:
         for key in body:
             if key not in KNOWN_CHAT_PARAMS:
                 raise InvalidRequest(f"Unrecognized request argument supplied: {key}")
-    if not isinstance(body.get("model"), str) or not body["model"]:
+    if model_in_body and (not isinstance(body.get("model"), str) or not body["model"]):
         raise InvalidRequest("you must provide a model parameter")
     messages = body.get("messages")
     if messages is None:
@@ -177,6 +177,7 @@ class ChatCall:
     usage: Usage
     id: str
     created: int
+    streamed: int = 0  # output tokens put in chunks so far (vLLM continuous usage)
 
     @property
     def stream(self) -> bool:
@@ -191,6 +192,7 @@ class ChatCompletionsFake(BaseFake):
     """Answers chat completions and embeddings once the subclass has routed and authorised."""
 
     strict = True  # reject unknown params, the metadata trap, bad tool sequences
+    model_in_body = True  # False for Azure: the deployment in the path names the model
     sse_content_type = "text/event-stream; charset=utf-8"
 
     # -- errors (subclasses pick the shape) ---------------------------------------------
@@ -210,7 +212,7 @@ class ChatCompletionsFake(BaseFake):
         if b is None:
             return False
         if b.kind == "hang":
-            await ex.hang()
+            await self.hang(ex)
         elif b.kind in ("429", "500", "503") or (b.kind == "midstream_error" and not stream):
             await self.send_failure(ex, b if b.kind != "midstream_error" else Behaviour("500"))
         elif b.kind == "drop" and not stream:
@@ -229,7 +231,7 @@ class ChatCompletionsFake(BaseFake):
                 raise InvalidRequest("We could not parse the JSON body of your request. (HINT: This likely means"
                                      " you aren't using your HTTP library correctly. The OpenAI API expects a JSON"
                                      " payload, but what was sent was not valid JSON.")
-            validate_chat(body, self.strict)
+            validate_chat(body, self.strict, self.model_in_body)
             self.extra_chat_checks(body)
         except InvalidRequest as exc:
             await self.send_invalid(ex, exc)
@@ -327,7 +329,7 @@ class ChatCompletionsFake(BaseFake):
             if fmt not in ("float", "base64"):
                 raise InvalidRequest(f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.",
                                      param="encoding_format", code="invalid_value")
-            dims = body.get("dimensions", 8)
+            dims = body.get("dimensions", EMBEDDING_DIMENSIONS)
             if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
                 raise InvalidRequest("Invalid 'dimensions': must be a positive integer.", param="dimensions")
         except InvalidRequest as exc:

@@ -45,7 +45,7 @@ class FakeServer:
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, host=self.host, port=self.port, http="h11", lifespan="off",
+            self.app, host=self.host, port=self.port, http="h11", lifespan="off", interface="asgi3",
             log_level="warning", timeout_graceful_shutdown=1, access_log=False,
             proxy_headers=False, server_header=False,
         )
@@ -114,6 +114,8 @@ class Exchange:
         self.json: Any = None
         self.json_error: str | None = None
         self.started = False
+        self.completed = False
+        self._watcher: asyncio.Future | None = None
 
     async def read_body(self) -> None:
         chunks = []
@@ -148,6 +150,7 @@ class Exchange:
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def finish(self, data: bytes = b"") -> None:
+        self.completed = True
         await self._send({"type": "http.response.body", "body": data, "more_body": False})
 
     async def respond(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
@@ -157,6 +160,21 @@ class Exchange:
     async def send_json(self, status: int, obj: Any, headers: dict | None = None) -> None:
         await self.respond(status, orjson.dumps(obj), "application/json", headers)
 
+    # -- the client side of the connection ------------------------------------------------
+    def watch_client(self) -> asyncio.Future:
+        """A future that completes when the client disconnects (or the response completes)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._wait_disconnect())
+        return self._watcher
+
+    async def _wait_disconnect(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+    @property
+    def client_gone(self) -> bool:
+        return self._watcher is not None and self._watcher.done() and not self.completed
+
     # -- misbehaviour --------------------------------------------------------------
     async def abort(self) -> None:
         """Close the TCP connection now: no status line if nothing was sent, else no proper end."""
@@ -164,19 +182,18 @@ class Exchange:
         if transport is None:  # not uvicorn: raising makes the server drop the connection
             raise ConnectionAbortedError("fake dropped the connection")
         transport.close()  # flushes what was written, then FIN: the chunked body never ends
-        try:
-            await asyncio.wait_for(self._receive(), timeout=2)  # returns once the loss is seen
+        try:  # returns once the server has seen the connection go
+            await asyncio.wait_for(asyncio.shield(self.watch_client()), timeout=2)
         except asyncio.TimeoutError:
             pass
 
-    async def hang(self, limit: float = HANG_LIMIT_SECONDS) -> None:
-        """Never answer: wait until the server stops, the client leaves, or `limit` s pass."""
-        gone = asyncio.ensure_future(self._receive())
+    async def hang(self, limit: float = HANG_LIMIT_SECONDS) -> bool:
+        """Never answer: wait until the server stops, the client leaves, or `limit` s pass, then
+        close the connection. True when the client left first."""
+        gone = self.watch_client()
         deadline = time.monotonic() + limit
-        try:
-            while not self._stopping.is_set() and not gone.done() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        finally:
-            if not gone.done():
-                gone.cancel()
+        while not self._stopping.is_set() and not gone.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = gone.done()
         await self.abort()
+        return left
