@@ -1,0 +1,137 @@
+"""OpenAI-compatible adapters (OpenAI, Azure, vLLM/llama.cpp) and the SSE decoder: bytes in, bytes out."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from providers import ADAPTERS, parse_model
+from providers.base import Deployment, FailureReason, Secret, Usage
+from providers.openai_stream import OpenAIStreamDecoder
+
+
+def dep(kind: str, **kw: object) -> Deployment:
+    base = {"openai": None, "azure": "https://r.openai.azure.com", "hosted_vllm": "http://127.0.0.1:8000/v1"}[kind]
+    return Deployment(id="d", model_name="public", kind=kind, model="gpt-4o-mini", api_base=base,
+                      api_key=Secret("k-123"), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kind,api_version,url,auth",
+    [
+        ("openai", None, "https://api.openai.com/v1/chat/completions", ("Authorization", "Bearer k-123")),
+        ("azure", None, "https://r.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions"
+                        "?api-version=2024-10-21", ("api-key", "k-123")),
+        ("azure", "2025-01-01-preview", "https://r.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions"
+                                        "?api-version=2025-01-01-preview", ("api-key", "k-123")),
+        ("azure", "v1", "https://r.openai.azure.com/openai/v1/chat/completions", ("api-key", "k-123")),
+        ("hosted_vllm", None, "http://127.0.0.1:8000/v1/chat/completions", ("Authorization", "Bearer k-123")),
+    ],
+)
+def test_urls_and_auth(kind: str, api_version: str | None, url: str, auth: tuple[str, str]) -> None:
+    req = ADAPTERS[kind].chat_request(dep(kind, api_version=api_version), {"model": "public", "messages": []}, False)
+    assert req.url == url
+    assert req.headers[auth[0]] == auth[1]
+
+
+@pytest.mark.parametrize(
+    "kind,body,expected_keys",
+    [
+        ("openai", {"metadata": {"a": "b"}}, {"model", "messages"}),
+        ("openai", {"metadata": {"a": "b"}, "store": True}, {"model", "messages", "metadata", "store"}),
+        ("azure", {"metadata": {"a": "b"}, "store": True}, {"model", "messages", "store"}),
+        ("hosted_vllm", {"metadata": {}, "litellm_session_id": "s"}, {"model", "messages"}),
+        ("openai", {"tools": [], "user": "u"}, {"model", "messages", "tools", "user"}),
+    ],
+)
+def test_client_only_fields_are_stripped(kind: str, body: dict, expected_keys: set[str]) -> None:
+    req = ADAPTERS[kind].chat_request(dep(kind), {"model": "public", "messages": [], **body}, False)
+    sent = orjson.loads(req.body)
+    assert set(sent) == expected_keys
+    assert sent["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("client_options", [None, {"include_usage": False}, {"include_usage": True}])
+def test_streams_always_ask_for_usage(client_options: dict | None) -> None:
+    body = {"model": "public", "messages": [], "stream": True}
+    if client_options is not None:
+        body["stream_options"] = client_options
+    sent = orjson.loads(ADAPTERS["openai"].chat_request(dep("openai"), body, True).body)
+    assert sent["stream_options"]["include_usage"] is True
+    assert body.get("stream_options") == client_options, "the client's body is not mutated"
+
+
+def chunk(content: str | None = None, choices: bool = True, usage: dict | None = None, **extra: object) -> bytes:
+    obj: dict = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", **extra}
+    obj["choices"] = [{"index": 0, "delta": {"content": content}, "finish_reason": None}] if choices else []
+    if usage is not None or "usage" in extra:
+        obj["usage"] = usage
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+USAGE = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13,
+         "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 1}}
+OPENAI_STREAM = chunk("Hel") + chunk("lo") + chunk(choices=False, usage=USAGE) + b"data: [DONE]\n\n"
+AZURE_STREAM = (chunk(choices=False, prompt_filter_results=[{"prompt_index": 0}]) + chunk("Hel") + chunk("lo")
+                + chunk(choices=False, usage=USAGE) + b"data: [DONE]\n\n")
+LLAMACPP_STREAM = chunk("Hel") + chunk("lo") + chunk(choices=False, usage=USAGE, timings={"n": 1}) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("stream", [OPENAI_STREAM, AZURE_STREAM, LLAMACPP_STREAM, OPENAI_STREAM.replace(b"\n", b"\r\n")])
+@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("piece", [1, 7, 10_000])
+def test_sse_decoder(stream: bytes, include_usage: bool, piece: int) -> None:
+    d = OpenAIStreamDecoder(include_usage)
+    out = []
+    for i in range(0, len(stream), piece):
+        out += d.feed(stream[i:i + piece])
+    out += d.close()
+    events = [orjson.loads(e[6:]) for e in out]
+    assert all(e.startswith(b"data: ") and e.endswith(b"\n\n") for e in out)
+    assert [e["choices"][0]["delta"]["content"] for e in events if e["choices"]] == ["Hel", "lo"]
+    assert any(not e["choices"] for e in events) == include_usage, "usage chunk only when asked; no empty-choice chunk"
+    assert d.done and d.failure is None
+    assert d.usage == Usage(10, 3, cached_input_tokens=4, reasoning_tokens=1)
+    assert d.text == ["Hel", "lo"]
+
+
+def test_sse_decoder_in_band_error_and_early_end() -> None:
+    d = OpenAIStreamDecoder(False)
+    out = d.feed(chunk("a") + b'data: {"error": {"message": "overloaded", "code": "server_error"}}\n\n' + chunk("b"))
+    assert len(out) == 1 and d.failure is not None and d.failure.reason is FailureReason.SERVER_ERROR
+    early = OpenAIStreamDecoder(False)
+    early.feed(chunk("a"))
+    assert not early.done and early.usage is None
+
+
+@pytest.mark.parametrize(
+    "status,headers,body,reason,retry_after",
+    [
+        (429, {"retry-after": "7"}, b'{"error": {"message": "slow", "type": "requests", "code": "rate_limit_exceeded"}}',
+         FailureReason.RATE_LIMITED, 7.0),
+        (429, {"retry-after-ms": "1500", "retry-after": "2"}, b'{"error": {"code": "429", "message": "x"}}',
+         FailureReason.RATE_LIMITED, 1.5),
+        (400, {}, b'{"error": {"code": "content_filter", "message": "filtered", "innererror": {}}}',
+         FailureReason.CONTENT_FILTER, None),
+        (401, {}, b'{"error": {"code": "401", "message": "Access denied"}}', FailureReason.AUTH, None),
+        (404, {}, b'{"error": {"code": "404", "message": "Resource not found"}}', FailureReason.NOT_FOUND, None),
+        (404, {}, b'{"error": "model \\"x\\" not found, try pulling it first"}', FailureReason.NOT_FOUND, None),
+        (500, {}, b"<html>oops</html>", FailureReason.SERVER_ERROR, None),
+        (503, {}, b"", FailureReason.UNAVAILABLE, None),
+        (400, {}, b'{"error": {"message": "bad", "type": "invalid_request_error", "param": "x", "code": null}}',
+         FailureReason.BAD_REQUEST, None),
+    ],
+)
+def test_error_mapping(status: int, headers: dict, body: bytes, reason: FailureReason, retry_after: float | None) -> None:
+    f = ADAPTERS["openai"].error(dep("openai"), status, headers, body)
+    assert (f.reason, f.status, f.retry_after) == (reason, status, retry_after)
+    assert f.message
+
+
+@pytest.mark.parametrize(
+    "model,expected",
+    [("openai/gpt-4o", ("openai", "gpt-4o")), ("bedrock/converse/anthropic.x:0", ("bedrock", "anthropic.x:0")),
+     ("hosted_vllm/Qwen/Qwen2.5-7B", ("hosted_vllm", "Qwen/Qwen2.5-7B")), ("ollama_chat/llama3.2:3b", ("ollama_chat", "llama3.2:3b"))],
+)
+def test_parse_model(model: str, expected: tuple[str, str]) -> None:
+    assert parse_model(model) == expected
