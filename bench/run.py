@@ -155,33 +155,46 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
-class RssSampler:
-    """Samples a process tree's RSS every `interval` s in a thread; keeps the peak."""
+class PeakSampler:
+    """One thread sampling the RSS of the process tree currently under load.
 
-    def __init__(self, pid: int, interval: float = 0.1):
-        self.pid, self.interval = pid, interval
-        self.peak = 0
-        self.hwm = 0
+    Only the system being measured is sampled (idle ones don't grow), its pid
+    list is refreshed every second (a full /proc scan), its RSS every 100 ms.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.target: "SystemRun | None" = None
         self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
 
     def _run(self):
+        pids: list[int] = []
+        owner = None
+        refreshed = 0.0
         while not self._stop.is_set():
-            s = tree_stats(self.pid)
-            self.peak = max(self.peak, s["rss"])
-            self.hwm = max(self.hwm, s["hwm"])
+            run = self.target
+            if run is not None and run.pid:
+                now = time.monotonic()
+                if run is not owner or now - refreshed > 1.0:
+                    pids, owner, refreshed = tree_pids(run.pid), run, now
+                rss = 0
+                for p in pids:
+                    try:
+                        with open(f"/proc/{p}/statm") as f:
+                            rss += int(f.read().split()[1]) * _PAGE
+                    except (OSError, ValueError, IndexError):
+                        pass
+                run.peak_rss = max(run.peak_rss, rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self):
+    def start(self):
         self._t.start()
         return self
 
-    def __exit__(self, *exc):
+    def stop(self):
         self._stop.set()
         self._t.join(timeout=2)
-        s = tree_stats(self.pid)
-        self.peak = max(self.peak, s["rss"])
-        self.hwm = max(self.hwm, s["hwm"])
 
 
 # --------------------------------------------------------------------------
@@ -587,146 +600,315 @@ def sanity(port: int, sysobj: System, ctx: Ctx) -> str | None:
     return None
 
 
-def bench_system(sysobj: System, ctx: Ctx, plan: dict) -> dict:
-    a = ctx.args
-    res: dict = {"name": sysobj.name, "description": sysobj.description, "status": "ok"}
-    try:
-        res["version"] = sysobj.version()
-    except Exception:
-        res["version"] = "?"
-    why = sysobj.available(ctx)
-    if why:
-        res.update(status="not available", error=why)
-        log(f"{sysobj.name}: not available: {why}")
-        return res
+MEDIAN_KEYS = ("rps", "lat_mean_us", "lat_stdev_us", "p50_us", "p90_us", "p99_us", "p999_us",
+               "cpu_us_per_req", "sut_cpu_pct", "mock_cpu_pct", "wrk_cpu")
+SUM_KEYS = ("requests", "bytes", "duration_us", "error_total", "upstream_requests")
 
-    proc = None
-    workdir = ctx.tmp / sysobj.name
-    workdir.mkdir(exist_ok=True)
-    try:
+
+def aggregate_rounds(rs: list[dict]) -> dict:
+    """One point measured in several rounds -> medians (latency, RPS, CPU), sums, worst noise."""
+    if len(rs) == 1:
+        return rs[0]
+    ok = [r for r in rs if "error" not in r]
+    if not ok:
+        return dict(rs[-1], rounds=len(rs))
+    out = dict(ok[0])
+    for k in MEDIAN_KEYS:
+        vals = [r[k] for r in ok if k in r]
+        if vals:
+            out[k] = statistics.median(vals)
+    for k in SUM_KEYS:
+        if all(k in r for r in ok):
+            out[k] = sum(r[k] for r in ok)
+    out["lat_min_us"] = min(r["lat_min_us"] for r in ok)
+    out["lat_max_us"] = max(r["lat_max_us"] for r in ok)
+    out["errors"] = {k: sum(r["errors"][k] for r in ok) for k in ok[0]["errors"]}
+    out["error_rate"] = out["error_total"] / max(1, out["requests"] + out["error_total"])
+    for k in ("other_cpu_pct", "steal_pct"):
+        if any(k in r for r in ok):
+            out[k] = max(r.get(k, 0.0) for r in ok)
+    if all("upstream_per_response" in r for r in ok):
+        out["upstream_per_response"] = min(r["upstream_per_response"] for r in ok)
+    out["rounds"] = len(rs)
+    out["failed_rounds"] = len(rs) - len(ok)
+    out["per_round"] = [{k: r.get(k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req",
+                                               "other_cpu_pct", "steal_pct", "error_total", "error")
+                         if k in r} for r in rs]
+    return out
+
+
+class SystemRun:
+    """One system through a run: start → (points, probes)* → finish.
+
+    Every method is safe to call in any state: once the system failed, the
+    remaining steps do nothing, and nothing raises out of here.
+    """
+
+    def __init__(self, sysobj: System, ctx: Ctx, plan: dict, sampler: PeakSampler):
+        self.sys, self.ctx, self.plan, self.sampler = sysobj, ctx, plan, sampler
+        self.name = sysobj.name
+        self.res: dict = {"name": sysobj.name, "description": sysobj.description, "status": "pending"}
+        self.proc: Proc | None = None
+        self.port = 0
+        self.pid = 0
+        self.peak_rss = 0
+        self.raw: dict[tuple[str, int], list[dict]] = {}
+        self.probes: list[dict] = []
+        self.headers: dict = {}
+
+    @property
+    def ok(self) -> bool:
+        return self.res["status"] == "ok"
+
+    def _fail(self, status: str, error: str, tail: bool = True):
+        self.res.update(status=status, error=error)
+        if tail and self.proc is not None:
+            self.res["log_tail"] = self.proc.log_tail()
+        log(f"{self.name}: {status}: {error}")
+
+    def _alive(self) -> bool:
+        if not self.ok:
+            return False
+        if self.proc is not None and self.proc.p.poll() is not None:
+            self._fail("crashed", f"exited with code {self.proc.p.returncode} during the run")
+            return False
+        return True
+
+    # -- start ------------------------------------------------------------
+    def start(self) -> bool:
+        try:
+            return self._start()
+        except Exception as e:  # never let one system kill the run
+            self._fail("harness error", f"{type(e).__name__}: {e}")
+            return False
+
+    def _start(self) -> bool:
+        ctx, a, sysobj = self.ctx, self.ctx.args, self.sys
+        try:
+            self.res["version"] = sysobj.version()
+        except Exception:
+            self.res["version"] = "?"
+        why = sysobj.available(ctx)
+        if why:
+            self._fail("not available", why, tail=False)
+            return False
+        workdir = ctx.tmp / sysobj.name
+        workdir.mkdir(exist_ok=True)
         if isinstance(sysobj, Direct):
-            port, pid = ctx.mock_port, ctx.mock_pid
-            res["cold_start_ms"] = ctx.mock_cold_ms
+            self.port, self.pid = ctx.mock_port, ctx.mock_pid
+            self.res["cold_start_ms"] = ctx.mock_cold_ms
         else:
-            port = free_port()
+            self.port = free_port()
             try:
-                cmd = sysobj.command(ctx, port, workdir)
+                cmd = sysobj.command(ctx, self.port, workdir)
             except Exception as e:
-                res.update(status="failed to start", error=f"could not build its command: {e}")
-                return res
-            res["command"] = " ".join(shlex.quote(x) for x in cmd)
-            log(f"{sysobj.name}: starting on :{port}: {res['command']}")
+                self._fail("failed to start", f"could not build its command: {e}", tail=False)
+                return False
+            self.res["command"] = " ".join(shlex.quote(x) for x in cmd)
+            log(f"{self.name}: starting on :{self.port}: {self.res['command']}")
             try:
-                proc = Proc(sysobj.name, cmd, ctx.sut_cpus if ctx.pin else None,
-                            workdir / "server.log", sysobj.env(ctx), workdir)
+                self.proc = Proc(sysobj.name, cmd, ctx.sut_cpus if ctx.pin else None,
+                                 workdir / "server.log", sysobj.env(ctx), workdir)
             except OSError as e:
-                res.update(status="failed to start", error=f"{type(e).__name__}: {e}")
-                return res
-            ok, secs, err = wait_ready(port, sysobj.ready_path, proc.p,
-                                       a.startup_timeout or sysobj.startup_timeout, proc.t0)
+                self._fail("failed to start", f"{type(e).__name__}: {e}", tail=False)
+                return False
+            ok, secs, err = wait_ready(self.port, sysobj.ready_path, self.proc.p,
+                                       a.startup_timeout or sysobj.startup_timeout, self.proc.t0)
             if not ok:
-                res.update(status="failed to start", error=err, log_tail=proc.log_tail())
-                log(f"{sysobj.name}: failed to start: {err}")
-                return res
-            res["cold_start_ms"] = round(secs * 1000, 1)
-            pid = proc.pid
-            log(f"{sysobj.name}: ready in {secs * 1000:.0f} ms")
-        res["port"] = port
-
-        err = sanity(port, sysobj, ctx)
+                self._fail("failed to start", err)
+                return False
+            self.res["cold_start_ms"] = round(secs * 1000, 1)
+            self.pid = self.proc.pid
+            log(f"{self.name}: ready in {secs * 1000:.0f} ms")
+        self.res["port"] = self.port
+        self.res["status"] = "ok"
+        err = sanity(self.port, sysobj, ctx)
         if err:
-            res.update(status="bad responses", error=err)
-            if proc:
-                res["log_tail"] = proc.log_tail()
-            log(f"{sysobj.name}: {err}")
-            return res
-
+            self._fail("bad responses", err)
+            return False
         time.sleep(0.3)
-        idle = tree_stats(pid)
-        res["idle_rss_mb"] = round(idle["rss"] / 2**20, 1)
-        res["processes"] = len(idle["pids"])
-        headers = sysobj.headers(ctx)
-        res["points"] = {"nonstream": {}, "stream": {}}
-        with RssSampler(pid) as sampler:
-            if plan["warmup"] > 0:
-                run_wrk(port, sysobj.chat_path, sysobj.model, False, max(plan["conc"]),
-                        plan["warmup"], a.threads, headers, ctx.load_cpus, plan["timeout"])
+        idle = tree_stats(self.pid)
+        self.res["idle_rss_mb"] = round(idle["rss"] / 2**20, 1)
+        self.res["processes"] = len(idle["pids"])
+        self.peak_rss = idle["rss"]
+        self.headers = sysobj.headers(ctx)
+        return True
+
+    def warmup(self):
+        if not self._alive():
+            return
+        self.sampler.target = self
+        try:
+            if self.plan["warmup"] > 0:
+                run_wrk(self.port, self.sys.chat_path, self.sys.model, False, max(self.plan["conc"]),
+                        self.plan["warmup"], self.ctx.args.threads, self.headers, self.ctx.load_cpus,
+                        self.plan["timeout"])
             else:  # at least warm the code paths and one keep-alive connection
-                stream_probe.probe(f"http://127.0.0.1:{port}{sysobj.chat_path}", n=50, warmup=0,
-                                   model=sysobj.model, headers=headers, max_seconds=1.0)
-            for mode in ("nonstream", "stream"):
-                for c in plan["stream_conc"] if mode == "stream" else plan["conc"]:
-                    before_up = mock_stats(ctx)
-                    before = tree_stats(pid)
-                    mock_before = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
-                    host_before, self_before = host_cpu(), own_cpu()
-                    t_wall = time.perf_counter()
-                    r = run_wrk(port, sysobj.chat_path, sysobj.model, mode == "stream", c,
-                                plan["duration"], a.threads, headers, ctx.load_cpus,
-                                plan["timeout"])
-                    wall = time.perf_counter() - t_wall
-                    host_after, self_after = host_cpu(), own_cpu()
-                    mock_after = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
-                    after = tree_stats(pid)
-                    after_up = mock_stats(ctx)
-                    if "error" not in r:
-                        n = max(1, r["requests"])
-                        sut_cpu = after["cpu"] - before["cpu"]
-                        mock_cpu = (mock_after["cpu"] - mock_before["cpu"]) if mock_before else 0.0
-                        r["cpu_us_per_req"] = round(sut_cpu * 1e6 / n, 1)
-                        r["sut_cpu_pct"] = round(100 * sut_cpu / wall, 1)
-                        r["mock_cpu_pct"] = round(100 * (mock_cpu if mock_before else sut_cpu) / wall, 1)
-                        if host_before and host_after:
-                            busy = host_after["busy"] - host_before["busy"]
-                            ours = sut_cpu + mock_cpu + r.get("wrk_cpu", 0.0) + (self_after - self_before)
-                            r["other_cpu_pct"] = round(max(0.0, 100 * (busy - ours) / wall), 1)
-                            r["steal_pct"] = round(100 * (host_after["steal"] - host_before["steal"]) / wall, 1)
-                        if before_up and after_up:
-                            up = after_up["chat"] - before_up["chat"]
-                            r["upstream_requests"] = up
-                            r["upstream_per_response"] = round(up / n, 3)
-                        log(f"{sysobj.name}: {mode:9s} c={c:<3d} {r['rps']:>9.0f} rps  "
-                            f"p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms  "
-                            f"cpu sut {r['sut_cpu_pct']:.0f}% mock {r['mock_cpu_pct']:.0f}%"
-                            + (f" other {r['other_cpu_pct']:.0f}%" if "other_cpu_pct" in r else "")
-                            + (f"  errors {r['error_total']}" if r["error_total"] else ""))
-                    else:
-                        log(f"{sysobj.name}: {mode} c={c}: {r['error']}")
-                    res["points"][mode][str(c)] = r
-            pr = stream_probe.probe(f"http://127.0.0.1:{port}{sysobj.chat_path}", n=plan["probe_n"],
-                                    model=sysobj.model, headers=headers,
-                                    max_seconds=plan["probe_seconds"])
-            res["stream_probe"] = pr
-            if pr["n"]:
-                log(f"{sysobj.name}: stream probe c=1 n={pr['n']}: TTFB p50 "
-                    f"{pr['ttfb']['p50_ms']:.2f} ms, first event p50 {pr['first_event']['p50_ms']:.2f} ms")
-        res["peak_rss_mb"] = round(sampler.peak / 2**20, 1)
-        res["peak_hwm_sum_mb"] = round(sampler.hwm / 2**20, 1)
-        if proc is not None and proc.p.poll() is not None:
-            res.update(status="crashed", error=f"exited with code {proc.p.returncode} during the run",
-                       log_tail=proc.log_tail())
-        bad = [f"{m} c={c}" for m, pts in res["points"].items() for c, r in pts.items()
-               if "error" in r or r.get("error_rate", 0) > 0.01]
-        if bad and res["status"] == "ok":
-            res["status"] = "errors"
-            res["error"] = "failed or >1% errors at: " + ", ".join(bad)
+                stream_probe.probe(self.url, n=50, warmup=0, model=self.sys.model,
+                                   headers=self.headers, max_seconds=1.0)
+        except Exception as e:
+            self._fail("harness error", f"warm-up: {type(e).__name__}: {e}")
+        finally:
+            self.sampler.target = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.sys.chat_path}"
+
+    # -- one load point ---------------------------------------------------
+    def point(self, mode: str, c: int):
+        if not self._alive():
+            return
+        self.sampler.target = self
+        try:
+            r = self._point(mode, c)
+        except Exception as e:
+            r = {"error": f"harness error: {type(e).__name__}: {e}"}
+        finally:
+            self.sampler.target = None
+        self.raw.setdefault((mode, c), []).append(r)
+        if "error" in r:
+            log(f"{self.name}: {mode} c={c}: {r['error']}")
+        self._alive()
+
+    def _point(self, mode: str, c: int) -> dict:
+        ctx, plan, pid = self.ctx, self.plan, self.pid
+        before_up = mock_stats(ctx)
+        before = tree_stats(pid)
+        mock_before = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
+        host_before, self_before = host_cpu(), own_cpu()
+        t_wall = time.perf_counter()
+        r = run_wrk(self.port, self.sys.chat_path, self.sys.model, mode == "stream", c,
+                    plan["duration"], ctx.args.threads, self.headers, ctx.load_cpus, plan["timeout"])
+        wall = time.perf_counter() - t_wall
+        host_after, self_after = host_cpu(), own_cpu()
+        mock_after = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
+        after = tree_stats(pid)
+        after_up = mock_stats(ctx)
+        if "error" in r:
+            return r
+        n = max(1, r["requests"])
+        sut_cpu = after["cpu"] - before["cpu"]
+        mock_cpu = (mock_after["cpu"] - mock_before["cpu"]) if mock_before else 0.0
+        r["cpu_us_per_req"] = round(sut_cpu * 1e6 / n, 1)
+        r["sut_cpu_pct"] = round(100 * sut_cpu / wall, 1)
+        r["mock_cpu_pct"] = round(100 * (mock_cpu if mock_before else sut_cpu) / wall, 1)
+        if host_before and host_after:
+            busy = host_after["busy"] - host_before["busy"]
+            ours = sut_cpu + mock_cpu + r.get("wrk_cpu", 0.0) + (self_after - self_before)
+            r["other_cpu_pct"] = round(max(0.0, 100 * (busy - ours) / wall), 1)
+            r["steal_pct"] = round(100 * (host_after["steal"] - host_before["steal"]) / wall, 1)
+        if before_up and after_up:
+            up = after_up["chat"] - before_up["chat"]
+            r["upstream_requests"] = up
+            r["upstream_per_response"] = round(up / n, 3)
+        log(f"{self.name:>11s}: {mode:9s} c={c:<3d} {r['rps']:>9.0f} rps  "
+            f"p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms  "
+            f"cpu sut {r['sut_cpu_pct']:.0f}% mock {r['mock_cpu_pct']:.0f}%"
+            + (f" other {r['other_cpu_pct']:.0f}%" if "other_cpu_pct" in r else "")
+            + (f"  errors {r['error_total']}" if r["error_total"] else ""))
+        return r
+
+    # -- streaming probe at c=1 ----------------------------------------------
+    def probe(self):
+        if not self._alive():
+            return
+        self.sampler.target = self
+        try:
+            pr = stream_probe.probe(self.url, n=self.plan["probe_n"], model=self.sys.model,
+                                    headers=self.headers, max_seconds=self.plan["probe_seconds"],
+                                    keep_samples=True)
+        except Exception as e:
+            pr = {"n": 0, "errors": 1, "error_samples": [f"{type(e).__name__}: {e}"]}
+        finally:
+            self.sampler.target = None
+        self.probes.append(pr)
+        if pr.get("n"):
+            log(f"{self.name:>11s}: stream probe c=1 n={pr['n']}: TTFB p50 {pr['ttfb']['p50_ms']:.2f} ms, "
+                f"first event p50 {pr['first_event']['p50_ms']:.2f} ms")
+        else:
+            log(f"{self.name}: stream probe failed: {pr.get('error_samples', [])[:1]}")
+        self._alive()
+
+    # -- finish -------------------------------------------------------------
+    def finish(self) -> dict:
+        res = self.res
+        try:
+            if self.raw:
+                res["points"] = {"nonstream": {}, "stream": {}}
+                for (mode, c), rs in self.raw.items():
+                    res["points"][mode][str(c)] = aggregate_rounds(rs)
+            if self.probes:
+                res["stream_probe"] = stream_probe.merge(self.probes)
+            if res.get("idle_rss_mb") is not None and self.pid:
+                res["peak_rss_mb"] = round(max(self.peak_rss, tree_stats(self.pid)["rss"]) / 2**20, 1)
+                res["peak_hwm_sum_mb"] = round(tree_stats(self.pid)["hwm"] / 2**20, 1)
+            self._alive()
+            if res["status"] == "ok":
+                bad = [f"{m} c={c}" for m, pts in res.get("points", {}).items() for c, r in pts.items()
+                       if "error" in r or r.get("error_rate", 0) > 0.01]
+                if bad:
+                    res["status"] = "errors"
+                    res["error"] = "failed or >1% errors at: " + ", ".join(bad)
+        except Exception as e:
+            self._fail("harness error", f"finish: {type(e).__name__}: {e}")
+        finally:
+            self.stop()
         return res
-    except Exception as e:  # never let one system kill the run
-        res.update(status="harness error", error=f"{type(e).__name__}: {e}")
-        if proc:
-            res["log_tail"] = proc.log_tail()
-        return res
+
+    def stop(self):
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.stop()
+        if self.ctx.log_dir is not None:
+            try:
+                self.ctx.log_dir.mkdir(parents=True, exist_ok=True)
+                dst = self.ctx.log_dir / f"{self.name}.log"
+                shutil.copyfile(proc.logfile, dst)
+                self.res["log"] = str(dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst)
+            except OSError:
+                pass
+
+
+def point_list(plan: dict) -> list[tuple[str, int]]:
+    return ([("nonstream", c) for c in plan["conc"]] +
+            [("stream", c) for c in plan["stream_conc"]])
+
+
+def run_sequential(runs: list[SystemRun], plan: dict) -> None:
+    """One system up at a time: start it, all its rounds, stop it."""
+    for run in runs:
+        if run.start():
+            run.warmup()
+            for _ in range(plan["rounds"]):
+                for mode, c in point_list(plan):
+                    run.point(mode, c)
+                run.probe()
+        run.finish()
+
+
+def run_interleaved(runs: list[SystemRun], plan: dict) -> None:
+    """All systems up at once; each point is measured on every system back to
+    back (order rotated every round), so neighbours in time share the noise."""
+    try:
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.warmup()
+        for rnd in range(plan["rounds"]):
+            k = rnd % max(1, len(runs))
+            order = runs[k:] + runs[:k]
+            if plan["rounds"] > 1:
+                log(f"round {rnd + 1}/{plan['rounds']}")
+            for mode, c in point_list(plan):
+                for run in order:
+                    run.point(mode, c)
+            for run in order:
+                run.probe()
     finally:
-        if proc is not None:
-            proc.stop()
-            if ctx.log_dir is not None:
-                try:
-                    ctx.log_dir.mkdir(parents=True, exist_ok=True)
-                    dst = ctx.log_dir / f"{sysobj.name}.log"
-                    shutil.copyfile(proc.logfile, dst)
-                    res["log"] = str(dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst)
-                except OSError:
-                    pass
+        for run in runs:
+            run.finish()
 
 
 # --------------------------------------------------------------------------
@@ -953,6 +1135,10 @@ def parse_args(argv=None):
                          "(default points then 1,64)")
     ap.add_argument("--chunks", type=int, default=20, help="SSE content chunks per streamed response")
     ap.add_argument("--chunk-interval-ms", type=float, default=0.0)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every point this many times (medians reported)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="one system up at a time (default: all up, points interleaved across systems)")
     ap.add_argument("--workers", type=int, default=1, help="gateway workers (taskgate, litellm)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up seconds per system (default 2, smoke 0)")
@@ -983,6 +1169,7 @@ def build_plan(a) -> dict:
         conc = [1] + conc  # added p50 at c=1 needs it
     return {
         "duration": 1 if a.smoke else max(1, a.duration),
+        "rounds": max(1, a.rounds),
         "conc": conc,
         "stream_conc": sconc,
         "warmup": a.warmup if a.warmup is not None else (0 if a.smoke else 2),
@@ -1054,8 +1241,13 @@ def main(argv=None) -> int:
         ctx.sut_cpus, ctx.load_cpus = a.sut_cpus, (a.load_cpus if pin else None)
         log(f"mock upstream on :{mock_port} (delay {a.delay_ms:g} ms, {a.chunks} chunks), "
             f"points: non-stream c={plan['conc']}, stream c={plan['stream_conc']}, {plan['duration']} s each")
-        for n in names:
-            results.append(bench_system(SYSTEMS[n](), ctx, plan))
+        sampler = PeakSampler().start()
+        runs = [SystemRun(SYSTEMS[n](), ctx, plan, sampler) for n in names]
+        try:
+            (run_sequential if a.sequential else run_interleaved)(runs, plan)
+        finally:
+            sampler.stop()
+        results = [r.res for r in runs]
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1066,6 +1258,8 @@ def main(argv=None) -> int:
              f"{plan['duration']} s points · mock delay {a.delay_ms:g} ms, {a.chunks} chunks"
              + (f" every {a.chunk_interval_ms:g} ms" if a.chunk_interval_ms else "")
              + f" · workers {a.workers} · "
+             + ("sequential · " if a.sequential else "interleaved · ")
+             + (f"median of {plan['rounds']} rounds · " if plan["rounds"] > 1 else "")
              + (f"SUT on cpu {a.sut_cpus}, mock+wrk on cpu {a.load_cpus}" if pin else "unpinned"))
     notes = []
     for name, chk in der["checks"].items():

@@ -195,8 +195,12 @@ def summarize(xs: list[float]) -> dict:
 
 
 def probe(url: str, n: int = 200, model: str = "bench-model", headers: dict | None = None,
-          warmup: int = 5, max_seconds: float = 30.0, timeout: float = 10.0) -> dict:
-    """Run the probe; bounded by n requests and max_seconds, whichever comes first."""
+          warmup: int = 5, max_seconds: float = 30.0, timeout: float = 10.0,
+          keep_samples: bool = False) -> dict:
+    """Run the probe; bounded by n requests and max_seconds, whichever comes first.
+
+    keep_samples: also return the raw timings (seconds) under "samples", for merge().
+    """
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     path = u.path or "/"
@@ -228,6 +232,27 @@ def probe(url: str, n: int = 200, model: str = "bench-model", headers: dict | No
     out = {"url": url, "n": len(res["total"]), "requested": n, "errors": len(errors),
            "error_samples": errors[:3], "elapsed_s": round(time.perf_counter() - start, 3)}
     for k, xs in res.items():
+        out[k] = summarize(xs)
+    if keep_samples:
+        out["samples"] = res
+    return out
+
+
+def merge(results: list[dict]) -> dict:
+    """Several probe() results (made with keep_samples=True) as one; drops the samples."""
+    if not results:
+        return {}
+    allx: dict[str, list[float]] = {"ttfb": [], "first_event": [], "total": []}
+    for r in results:
+        for k in allx:
+            allx[k].extend((r.get("samples") or {}).get(k, []))
+    out = {"url": results[0].get("url"), "n": sum(r.get("n", 0) for r in results),
+           "requested": sum(r.get("requested", 0) for r in results),
+           "errors": sum(r.get("errors", 0) for r in results),
+           "error_samples": [e for r in results for e in r.get("error_samples", [])][:3],
+           "elapsed_s": round(sum(r.get("elapsed_s", 0) for r in results), 3),
+           "rounds": len(results)}
+    for k, xs in allx.items():
         out[k] = summarize(xs)
     return out
 
