@@ -1,9 +1,8 @@
 """Where attempt records go: the usage log and the metrics.
 
-The request path calls :meth:`Accountant.attempt` once per upstream attempt and
-:meth:`Accountant.request_done` once per client request. Nothing here blocks
-the response: metric updates are in-memory and the log line is written by the
-logging handler.
+The request path calls :meth:`Accountant.attempt` once per upstream attempt.
+Nothing here blocks the response: metric updates are in-memory, the ledger
+write is queued for a background writer, and the log line is debug-level.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import orjson
 from gateway.metrics import Metrics
 from gateway.pricing import format_usd
 from gateway.records import AttemptRecord
-from gateway.tasks import TaskRef
 
 usage_log = logging.getLogger("taskgate.usage")
 
@@ -49,20 +47,20 @@ def record_fields(rec: AttemptRecord) -> dict[str, Any]:
 
 
 class Accountant:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, ledger: Any) -> None:
         self.metrics = metrics
+        self.ledger = ledger
+        self._warned_unpriced: set[str] = set()
 
     def attempt(self, rec: AttemptRecord) -> None:
+        self.ledger.record(rec)
         self.metrics.attempt(rec)
-        if usage_log.isEnabledFor(logging.INFO):
-            usage_log.info(orjson.dumps(record_fields(rec)).decode())
-        if rec.cost_picousd is None and rec.usage is not None:
+        if usage_log.isEnabledFor(logging.DEBUG):
+            usage_log.debug(orjson.dumps(record_fields(rec)).decode())
+        if rec.cost_picousd is None and rec.usage is not None and rec.deployment not in self._warned_unpriced:
+            self._warned_unpriced.add(rec.deployment)
             logging.getLogger("taskgate.pricing").warning(
-                "no price known for deployment %s (%s); the attempt is recorded as unpriced",
-                rec.deployment, rec.provider,
+                "no price known for deployment %s (%s): its attempts are recorded as unpriced; set "
+                "input_cost_per_token/output_cost_per_token or pricing.deployments.%s", rec.deployment,
+                rec.provider, rec.deployment,
             )
-
-    def request_done(self, task: TaskRef, succeeded: bool, cost_picousd: int) -> None:
-        """A client request ended. A generated (one-request) task ends with it."""
-        if task.generated:
-            self.metrics.task_ended(task.type, "succeeded" if succeeded else "failed", cost_picousd)

@@ -1,4 +1,4 @@
-"""The non-hot endpoints, on FastAPI: health, readiness, models and metrics.
+"""The non-hot endpoints, on FastAPI: health, readiness, models, metrics and tasks.
 
 Every error leaves as OpenAI's error shape, including FastAPI's own 404/405
 and validation errors.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.auth import authenticate
 from gateway.config import Tenant
 from gateway.errors import BadRequest, GatewayError, NotFound, error_body, error_headers
+from gateway.tasks import TASK_ID
 
 STARTED = int(time.time())
 
@@ -68,6 +69,66 @@ def build_api(gw: Any) -> FastAPI:
         data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "taskgate"}
                 for name in gw.config.public_models()]
         return {"object": "list", "data": data}
+
+    def scope_tenant(request: Request, tenant: str | None) -> str:
+        """The caller's tenant; an admin may name another with ``?tenant=``."""
+        caller = tenant_of(request)
+        if tenant and tenant != caller.name:
+            if not caller.admin:
+                raise NotFound("no such tenant", code="tenant_not_found")
+            return tenant
+        return caller.name
+
+    def check_task_id(task_id: str) -> None:
+        if not TASK_ID.fullmatch(task_id):
+            raise BadRequest("a task id is 1 to 128 characters of A-Za-z0-9._:-", param="task_id",
+                             code="invalid_task_id")
+
+    @api.post("/v1/tasks/{task_id}/complete")
+    async def complete_task(task_id: str, request: Request, tenant: str | None = None) -> dict[str, Any]:
+        who = scope_tenant(request, tenant)
+        check_task_id(task_id)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("the body must be JSON: {\"outcome\": \"succeeded\" | \"failed\"}",
+                             code="invalid_json") from None
+        outcome = body.get("outcome") if isinstance(body, dict) else None
+        if outcome not in ("succeeded", "failed"):
+            raise BadRequest("'outcome' must be 'succeeded' or 'failed'", param="outcome", code="invalid_outcome")
+        return await gw.ledger.complete(who, task_id, outcome)
+
+    @api.get("/v1/tasks/{task_id}")
+    async def get_task(task_id: str, request: Request, tenant: str | None = None,
+                       include: str | None = None) -> dict[str, Any]:
+        who = scope_tenant(request, tenant)
+        check_task_id(task_id)
+        summary = await gw.ledger.get(who, task_id)
+        if include == "attempts":
+            summary["attempt_records"] = await gw.ledger.attempts(who, task_id)
+        return summary
+
+    @api.get("/v1/tasks")
+    async def list_tasks(request: Request, tenant: str | None = None, task_type: str | None = None,
+                         status: str | None = None, since: float | None = None, until: float | None = None,
+                         limit: int = Query(default=20, ge=1, le=200), before: float | None = None) -> dict[str, Any]:
+        who = scope_tenant(request, tenant)
+        if status not in (None, "open", "succeeded", "failed", "abandoned"):
+            raise BadRequest("status must be open, succeeded, failed or abandoned", param="status",
+                             code="invalid_status")
+        return await gw.ledger.list(who, task_type=task_type, status=status, since=since, until=until,
+                                    limit=limit, before=before)
+
+    @api.get("/v1/reports/tasks")
+    async def report(request: Request, tenant: str | None = None, since: float | None = None,
+                     until: float | None = None) -> dict[str, Any]:
+        who = scope_tenant(request, tenant)
+        now = time.time()
+        until = now if until is None else until
+        since = until - 7 * 86400 if since is None else since
+        if since > until:
+            raise BadRequest("'since' is after 'until'", param="since", code="invalid_period")
+        return await gw.ledger.report(who, since, until)
 
     @api.get("/metrics")
     async def metrics() -> Response:

@@ -20,7 +20,8 @@ from gateway.errors import GatewayError, internal_error
 from gateway.http import Receive, Request, Send, headers_of, read_body, send_error
 from gateway.metrics import Metrics
 from gateway.pricing import Price, cost_picousd, load_price_map, price_for
-from gateway.proxy import begin, unary
+from gateway.ledger.ledger import Ledger
+from gateway.proxy import Call, Schedule, begin, unary, worst_case_usage
 from gateway.store import STORE_URL_ENV, EmbeddedRedis, connect
 from gateway.streaming import stream_chat
 from gateway.upstream import UpstreamClient
@@ -35,8 +36,9 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.accountant = Accountant(self.metrics)
         self.upstream = UpstreamClient()
+        self.ledger: Ledger | None = None
+        self.accountant: Accountant | None = None
         self.price_map: dict[str, Any] = {}
         self._prices: dict[str, Price | None] = {}
         self.redis: Any = None
@@ -52,9 +54,14 @@ class Gateway:
                 self._embedded = EmbeddedRedis(self.config.store.path)
                 url = self._embedded.start()
         self.redis = connect(url)
+        self.ledger = Ledger(self.redis, self.config, self.metrics)
+        self.accountant = Accountant(self.metrics, self.ledger)
+        await self.ledger.start()
 
     async def stop(self) -> None:
         await self.upstream.close()
+        if self.ledger is not None:
+            await self.ledger.stop()
         if self.redis is not None:
             await self.redis.aclose()
         if self._embedded is not None:
@@ -68,6 +75,20 @@ class Gateway:
     def cost(self, dep: Deployment, usage: Usage, seconds: float) -> int | None:
         price = self.price(dep)
         return None if price is None else cost_picousd(usage, price, seconds)
+
+    async def admit(self, call: Call, schedule: Schedule) -> None:
+        """Before the first upstream call: refuse when failing closed, reserve budgets."""
+        ledger = self.ledger
+        assert ledger is not None
+        ledger.check_available()
+        if not ledger.budgets_apply(call.tenant.name, call.budget_picousd):
+            return
+        worst = worst_case_usage(call.body, self.config.budgets.default_max_output_tokens)
+        amounts = [cost_picousd(worst, price, dep.timeout)
+                   for dep, _ in schedule.items if (price := self.price(dep)) is not None]
+        amount = max(amounts, default=0)
+        if await ledger.reserve(call.tenant.name, call.task.id, amount, call.budget_picousd, call.period):
+            call.reserved_picousd = amount
 
     async def ready(self) -> bool:
         try:

@@ -81,6 +81,12 @@ class Config:
     server: schema.ServerSection
     keys: Mapping[str, Tenant] = field(default_factory=lambda: MappingProxyType({}))  # api key -> tenant
     ignored_sections: tuple[str, ...] = ()
+    tasks: schema.TasksSection = field(default_factory=schema.TasksSection)
+    budgets: schema.BudgetsSection = field(default_factory=schema.BudgetsSection)
+
+    @property
+    def spool_dir(self) -> str:
+        return self.store.spool_dir or os.path.join(self.store.path, "spool")
 
     @property
     def auth_enabled(self) -> bool:
@@ -218,10 +224,15 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         except MissingEnv as missing:
             disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing.name} is not set"))
             continue
+        params = _with_pricing(params, doc.pricing.deployments.get(dep_id))
         try:
             groups[entry.model_name].append(_deployment(dep_id, entry, params))
         except ValueError as exc:
             problems.append(Problem(f"{where}.litellm_params.model", repr(params["model"]), str(exc)))
+
+    for dep_id in doc.pricing.deployments:
+        if dep_id not in seen_ids:
+            problems.append(Problem(f"pricing.deployments.{dep_id}", "", "no deployment has this id (model_info.id)"))
 
     keys: dict[str, Tenant] = {}
     for index, key_entry in enumerate(doc.auth.keys if doc.auth else []):
@@ -251,7 +262,25 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         server=doc.server,
         keys=MappingProxyType(keys),
         ignored_sections=tuple(sorted(doc.litellm_sections())),
+        tasks=doc.tasks,
+        budgets=doc.budgets,
     )
+
+
+def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | None) -> dict[str, Any]:
+    """Folds a ``pricing.deployments`` entry into the deployment's LiteLLM price keys."""
+    if pricing is None:
+        return params
+    out = dict(params)
+    for key in ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost"):
+        value = getattr(pricing, key)
+        if value is not None:
+            out[key] = value
+    if pricing.gpu_hourly_usd is not None:
+        out["input_cost_per_second"] = pricing.gpu_hourly_usd / 3600
+        out.setdefault("input_cost_per_token", 0)
+        out.setdefault("output_cost_per_token", 0)
+    return out
 
 
 def _deployment(dep_id: str, entry: schema.ModelEntry, params: dict[str, Any]) -> Deployment:

@@ -7,7 +7,8 @@ See ``config/README.md`` for every key.
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,6 +66,8 @@ class StoreSection(Strict):
     # "redis://host:port/db" or "unix:///path.sock" uses a shared Redis.
     url: str = "embedded"
     path: str = ".taskgate"  # data directory of the embedded store
+    spool_dir: str | None = None  # default: <path>/spool
+    on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
 
     @field_validator("url")
     @classmethod
@@ -76,6 +79,43 @@ class StoreSection(Strict):
 
 class ServerSection(Strict):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+
+Money = Decimal
+
+
+class TaskType(Strict):
+    price_usd: Money | None = Field(default=None, ge=0)  # what one succeeded task is charged at
+    budget_usd: Money | None = Field(default=None, gt=0)  # default per-task budget
+
+
+class TasksSection(Strict):
+    idle_timeout_s: float = Field(default=3600, gt=0)
+    sweep_interval_s: float = Field(default=30, gt=0)
+    retention_days: int = Field(default=30, ge=1)
+    records_stream_maxlen: int = Field(default=100_000, ge=1000)
+    types: dict[str, TaskType] = Field(default_factory=dict)
+
+
+class TenantBudget(Strict):
+    daily_usd: Money | None = Field(default=None, gt=0)
+    monthly_usd: Money | None = Field(default=None, gt=0)
+
+
+class BudgetsSection(Strict):
+    tenants: dict[str, TenantBudget] = Field(default_factory=dict)
+    default_max_output_tokens: int = Field(default=4096, ge=1)  # worst case when a request sets no max_tokens
+
+
+class DeploymentPricing(Strict):
+    input_cost_per_token: Money | None = Field(default=None, ge=0)
+    output_cost_per_token: Money | None = Field(default=None, ge=0)
+    cache_read_input_token_cost: Money | None = Field(default=None, ge=0)
+    gpu_hourly_usd: Money | None = Field(default=None, ge=0)  # priced per second of upstream time
+
+
+class PricingSection(Strict):
+    deployments: dict[str, DeploymentPricing] = Field(default_factory=dict)  # by deployment id
 
 
 class KeyEntry(Strict):
@@ -93,6 +133,9 @@ class Document(Strict):
     store: StoreSection = Field(default_factory=StoreSection)
     server: ServerSection = Field(default_factory=ServerSection)
     auth: AuthSection | None = None
+    tasks: TasksSection = Field(default_factory=TasksSection)
+    budgets: BudgetsSection = Field(default_factory=BudgetsSection)
+    pricing: PricingSection = Field(default_factory=PricingSection)
     litellm_settings: dict[str, Any] | None = None
     general_settings: dict[str, Any] | None = None
     router_settings: dict[str, Any] | None = None

@@ -15,6 +15,9 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
+
+import orjson
 from typing import Any, Iterator
 
 from gateway import tasks
@@ -22,7 +25,7 @@ from gateway.auth import authenticate
 from gateway.config import Config, Tenant
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable, from_upstream
 from gateway.http import Request, Send, parse_json_object, send_bytes
-from gateway.pricing import format_usd
+from gateway.pricing import PICO, format_usd
 from gateway.records import AttemptRecord
 from gateway.upstream import UpstreamCallError
 from policies import routing
@@ -49,6 +52,15 @@ class Call:
     started: float = field(default_factory=time.time)
     attempts: int = 0
     cost_picousd: int = 0
+    budget_picousd: int | None = None  # the task's budget, from X-Task-Budget-USD or the task type
+    reserved_picousd: int = 0  # reserved against budgets before the first attempt; released by the last
+    admitted: bool = False
+
+    @property
+    def period(self) -> tuple[str, str]:
+        """The UTC (day, month) this request's spend is booked to."""
+        t = time.gmtime(self.started)
+        return time.strftime("%Y%m%d", t), time.strftime("%Y%m", t)
 
     def response_headers(self, dep: Deployment) -> list[tuple[bytes, bytes]]:
         return [
@@ -75,7 +87,32 @@ def begin(config: Config, req: Request, operation: str) -> tuple[Call, routing.P
     except routing.NoDeployment as exc:
         raise ServiceUnavailable(f"the model '{model}' has no enabled deployment: {exc}",
                                  code="no_deployment") from None
-    return Call(uuid.uuid4().hex, operation, tenant, task, model, body), plan
+    call = Call(uuid.uuid4().hex, operation, tenant, task, model, body)
+    call.budget_picousd = task_budget(config, task.type, req.headers.get("x-task-budget-usd"))
+    return call, plan
+
+
+def task_budget(config: Config, task_type: str, header: str | None) -> int | None:
+    """The task's budget in pico-dollars: ``X-Task-Budget-USD``, else the task type's default."""
+    if header:
+        try:
+            value = Decimal(header)
+        except ArithmeticError:
+            value = Decimal(-1)
+        if not value.is_finite() or value <= 0:
+            raise BadRequest("X-Task-Budget-USD must be a positive number of USD", param="X-Task-Budget-USD",
+                             code="invalid_budget")
+        return int(value * PICO)
+    ttype = config.tasks.types.get(task_type)
+    return int(ttype.budget_usd * PICO) if ttype and ttype.budget_usd is not None else None
+
+
+def worst_case_usage(body: dict[str, Any], default_max_output: int) -> Usage:
+    """A safe upper bound of a request's tokens, for budget reservations (no tokenizer on the hot path)."""
+    prompt = body.get("messages") if "messages" in body else body.get("input")
+    prompt_tokens = len(orjson.dumps(prompt)) // 3 + 16  # a token is rarely under 3 bytes of JSON
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_output
+    return Usage(input_tokens=prompt_tokens, output_tokens=int(max_out) if isinstance(max_out, int) else default_max_output)
 
 
 class Schedule:
@@ -118,9 +155,17 @@ class Attempts:
         self.call = call
         self.schedule = Schedule(plan)
 
+    async def admit(self) -> None:
+        """Before the first upstream byte: the store check and the budget reservation."""
+        call = self.call
+        if call.admitted:
+            return
+        call.admitted = True
+        await self.gw.admit(call, self.schedule)
+
     def record(self, dep: Deployment, started: float, t0: float, outcome: str, status: int,
                failure: UpstreamFailure | None, usage: Usage | None, usage_source: str,
-               final: bool, ttft: float | None = None) -> int | None:
+               final: bool, ttft: float | None = None, waste_reason: str | None = None) -> int | None:
         call = self.call
         elapsed = time.monotonic() - t0
         cost = self.gw.cost(dep, usage, elapsed) if usage is not None else (0 if usage_source == "none" else None)
@@ -130,6 +175,11 @@ class Attempts:
             provider=dep.kind, outcome=outcome, status=status,
             error_reason=failure.reason.value if failure else None, usage=usage, usage_source=usage_source,
             cost_picousd=cost, started_at=started, duration_s=elapsed, ttft_s=ttft, final=final,
+            waste_reason=waste_reason if cost else None,
+            end_outcome=("succeeded" if outcome == "ok" else "failed") if final and call.task.generated else None,
+            reserved_picousd=call.reserved_picousd if final else None,
+            budget_picousd=call.budget_picousd if call.attempts == 0 else None,
+            spend_period=call.period,
         )
         call.attempts += 1
         call.cost_picousd += cost or 0
@@ -149,7 +199,9 @@ class Attempts:
             self.schedule.skip.add(dep.id)
         if step != "stop" and not self.schedule.has_more():
             step = "stop"
-        self.record(dep, started, t0, "error", failure.status, failure, usage, usage_source, final=step == "stop")
+        waste = {"retry": "retry", "next": "fallback"}.get(step)
+        self.record(dep, started, t0, "error", failure.status, failure, usage, usage_source,
+                    final=step == "stop", waste_reason=waste)
         log.warning("deployment %s failed (%s %s): %s; next: %s", dep.id, failure.reason.value, failure.status,
                     failure.message, step)
         if step == "retry":
@@ -170,6 +222,7 @@ async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
             unsupported = exc
             attempts.schedule.skip.add(dep.id)
             continue
+        await attempts.admit()
         started, t0 = time.time(), time.monotonic()
         try:
             reply = await gw.upstream.call(dep, up_req)
@@ -183,7 +236,6 @@ async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
                 if cost is None:
                     headers.append((b"x-request-cost-source", b"unpriced"))
                 await send_bytes(send, 200, out, headers)
-                gw.accountant.request_done(call.task, True, call.cost_picousd)
                 return
         except UpstreamCallError as exc:
             failure = exc.failure
@@ -192,7 +244,6 @@ async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
         last = (dep, failure)
         if await attempts.failed(dep, retry, started, t0, failure) == "stop":
             break
-    gw.accountant.request_done(call.task, False, call.cost_picousd)
     raise final_error(last, unsupported)
 
 

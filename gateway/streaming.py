@@ -49,6 +49,7 @@ class StreamAttempts(Attempts):
                 unsupported = exc
                 self.schedule.skip.add(dep.id)
                 continue
+            await self.admit()
             started, t0 = time.time(), time.monotonic()
             decoder = adapter.stream_decoder(dep, self.include_usage)
             self.current, self.ttft = (dep, started, t0, decoder), None
@@ -56,18 +57,15 @@ class StreamAttempts(Attempts):
             self.current = None
             if failure is None:
                 self._account(dep, started, t0, decoder, "ok", None, final=True)
-                self.gw.accountant.request_done(self.call.task, True, self.call.cost_picousd)
                 return
             if self.started_response:  # too late to fail over: tell the client in-band
                 self._account(dep, started, t0, decoder, "dropped", failure, final=True)
                 await self.send_body(error_event(from_upstream(dep, failure)), more=False)
-                self.gw.accountant.request_done(self.call.task, False, self.call.cost_picousd)
                 return
             last = (dep, failure)
             usage, source = self._usage(decoder)
             if await self.failed(dep, retry, started, t0, failure, usage, source) == "stop":
                 break
-        self.gw.accountant.request_done(self.call.task, False, self.call.cost_picousd)
         raise final_error(last, unsupported)
 
     async def _one(self, dep: Deployment, adapter: Any, up_req: Any, decoder: StreamDecoder,
@@ -123,7 +121,9 @@ class StreamAttempts(Attempts):
                  failure: UpstreamFailure | None, final: bool) -> None:
         usage, source = self._usage(decoder)
         status = failure.status if failure else 200
-        self.record(dep, started, t0, outcome, status, failure, usage, source, final=final, ttft=self.ttft)
+        waste = "cancelled" if outcome == "cancelled" else None
+        self.record(dep, started, t0, outcome, status, failure, usage, source, final=final, ttft=self.ttft,
+                    waste_reason=waste)
 
     def cancelled(self) -> None:
         """The client went away: account the attempt that was in progress."""
@@ -131,7 +131,6 @@ class StreamAttempts(Attempts):
             dep, started, t0, decoder = self.current
             self.current = None
             self._account(dep, started, t0, decoder, "cancelled", None, final=True)
-        self.gw.accountant.request_done(self.call.task, False, self.call.cost_picousd)
 
 
 def error_event(err: Any) -> bytes:

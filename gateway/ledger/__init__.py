@@ -1,0 +1,1 @@
+"""The task ledger: what every request cost, summed per task, in Redis."""

@@ -1,0 +1,123 @@
+"""Turning ledger hashes into the JSON the API returns (pure functions)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any, Iterable, Mapping
+
+from gateway.pricing import PICO, usd
+
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+WASTE_REASONS = ("retry", "fallback", "cancelled")
+
+
+def money(picousd: int) -> float:
+    """A JSON number in USD (12 decimals). The exact integer is given beside it."""
+    return float(usd(picousd))
+
+
+def _int(h: Mapping[str, str], key: str) -> int:
+    value = h.get(key)
+    return int(value) if value else 0
+
+
+def task_summary(h: Mapping[str, str], price_usd: Decimal | None = None) -> dict[str, Any]:
+    """The contract's task JSON from a task hash (decoded to str)."""
+    cost = _int(h, "cost_pusd")
+    models: dict[str, dict[str, Any]] = {}
+    for key, value in h.items():
+        if not key.startswith("d:"):
+            continue
+        deployment, _, field = key[2:].rpartition(":")
+        entry = models.setdefault(deployment, {"deployment": deployment})
+        if field in ("model", "provider"):
+            entry[field] = value
+        else:
+            entry[field] = int(value)
+    breakdown = []
+    for entry in sorted(models.values(), key=lambda e: -e.get("cost_pusd", 0)):
+        row = {"model": entry.get("model"), "deployment": entry["deployment"], "provider": entry.get("provider"),
+               "attempts": entry.get("attempts", 0)}
+        row.update({f: entry.get(f, 0) for f in TOKEN_FIELDS})
+        row["cost_usd"] = money(entry.get("cost_pusd", 0))
+        row["cost_picousd"] = entry.get("cost_pusd", 0)
+        breakdown.append(row)
+    waste = {reason: money(_int(h, f"waste:{reason}")) for reason in WASTE_REASONS}
+    status = h.get("status", "open")
+    out: dict[str, Any] = {
+        "object": "task",
+        "task_id": h.get("task_id"),
+        "task_type": h.get("task_type"),
+        "status": status,
+        "created_at": float(h.get("created_at", 0)),
+        "updated_at": float(h.get("updated_at", 0)),
+        "ended_at": float(h["ended_at"]) if h.get("ended_at") else None,
+        "requests": _int(h, "requests"),
+        "attempts": _int(h, "attempts"),
+        "failed_attempts": _int(h, "failed_attempts"),
+        **{f: _int(h, f) for f in TOKEN_FIELDS},
+        "cost_usd": money(cost),
+        "cost_picousd": cost,
+        "waste_usd": money(_int(h, "waste_pusd")),
+        "waste_by_reason": waste,
+        "unpriced_attempts": _int(h, "unpriced"),
+        "estimated_attempts": _int(h, "estimated"),
+        "cost_complete": _int(h, "unpriced") == 0,
+        "budget_usd": money(_int(h, "budget_pusd")) if h.get("budget_pusd") else None,
+        "models": breakdown,
+    }
+    if price_usd is not None:
+        out["price_usd"] = float(price_usd)
+        out["margin_usd"] = float(price_usd - usd(cost)) if status == "succeeded" else float(-usd(cost))
+    return out
+
+
+def report_rows(aggs: Iterable[Mapping[str, str]], prices: Mapping[str, Decimal | None]) -> list[dict[str, Any]]:
+    """Per task type over a period, from daily aggregate hashes.
+
+    Cost per succeeded task divides the cost of *every* ended task of the type
+    (succeeded, failed, abandoned) by the number that succeeded: failures are
+    part of what a success really costs.
+    """
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for agg in aggs:
+        for key, value in agg.items():
+            ttype, outcome, field = key.split("|", 2)
+            totals[ttype][f"{outcome}|{field}"] += int(value)
+    rows = []
+    for ttype, t in sorted(totals.items()):
+        by = {o: t.get(f"{o}|tasks", 0) for o in ("succeeded", "failed", "abandoned")}
+        cost = {o: t.get(f"{o}|cost_pusd", 0) for o in by}
+        ended = sum(by.values())
+        total_cost = sum(cost.values())
+        # retries and fallbacks inside failed or abandoned tasks are already in those tasks' cost
+        waste = {r: t.get(f"succeeded|waste:{r}", 0) for r in WASTE_REASONS}
+        waste["failed_task"] = cost["failed"]
+        waste["abandoned_task"] = cost["abandoned"]
+        price = prices.get(ttype)
+        row: dict[str, Any] = {
+            "task_type": ttype,
+            "tasks": ended,
+            **{o: n for o, n in by.items()},
+            "success_rate": (by["succeeded"] / ended) if ended else None,
+            "requests": sum(t.get(f"{o}|requests", 0) for o in by),
+            "attempts": sum(t.get(f"{o}|attempts", 0) for o in by),
+            "input_tokens": sum(t.get(f"{o}|input_tokens", 0) for o in by),
+            "output_tokens": sum(t.get(f"{o}|output_tokens", 0) for o in by),
+            "cost_usd": money(total_cost),
+            "cost_picousd": total_cost,
+            "cost_per_succeeded_task_usd": money(total_cost // by["succeeded"]) if by["succeeded"] else None,
+            "waste_usd": {r: money(v) for r, v in waste.items()},
+            "waste_ratio": (sum(waste.values()) / total_cost) if total_cost else None,
+            "unpriced_attempts": sum(t.get(f"{o}|unpriced", 0) for o in by),
+        }
+        if price is not None:
+            revenue = int(price * PICO) * by["succeeded"]
+            row["price_usd"] = float(price)
+            row["revenue_usd"] = money(revenue)
+            row["margin_usd"] = money(revenue - total_cost)
+            row["margin_per_succeeded_task_usd"] = (
+                money((revenue - total_cost) // by["succeeded"]) if by["succeeded"] else None)
+        rows.append(row)
+    return rows
