@@ -88,13 +88,15 @@ class Ledger:
         u = rec.usage
         arg = {
             "tenant": rec.tenant, "task_id": rec.task_id, "task_type": rec.task_type,
-            "request_id": rec.request_id, "attempt": rec.attempt, "ts": round(rec.started_at + rec.duration_s, 6),
+            "request_id": rec.request_id, "attempt": rec.attempt, "ts": f"{rec.started_at + rec.duration_s:.6f}",
             "operation": rec.operation, "model": rec.model, "deployment": rec.deployment, "provider": rec.provider,
             "outcome": rec.outcome, "status": rec.status, "error_reason": rec.error_reason or "",
             "input_tokens": u.input_tokens if u else 0, "output_tokens": u.output_tokens if u else 0,
             "cached_input_tokens": u.cached_input_tokens if u else 0,
             "reasoning_tokens": u.reasoning_tokens if u else 0,
             "usage_source": rec.usage_source,
+            "cost_source": ("unpriced" if rec.cost_picousd is None else
+                            "estimated" if rec.usage_source == "estimated" else "computed"),
             "cost": "" if rec.cost_picousd is None else str(rec.cost_picousd),
             "cost_usd": "" if rec.cost_picousd is None else format_usd(rec.cost_picousd),
             "waste_reason": rec.waste_reason or "", "final": rec.final,
