@@ -1175,7 +1175,7 @@ def build_plan(a) -> dict:
         "warmup": a.warmup if a.warmup is not None else (0 if a.smoke else 2),
         "probe_n": a.probe_n if a.probe_n is not None else (30 if a.smoke else 200),
         "probe_seconds": 5 if a.smoke else 30,
-        "timeout": max(5.0, 4 * a.delay_ms / 1000 + 5),
+        "timeout": max(10.0, 4 * a.delay_ms / 1000 + 10),
     }
 
 
