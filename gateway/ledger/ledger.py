@@ -134,7 +134,7 @@ class Ledger:
         day_key, month_key = spend_keys(tenant, period)
         scopes = [
             [f"tg:task:{tenant}:{task_id}", "cost_pusd", "reserved_pusd",
-             str(task_budget) if task_budget is not None else UNLIMITED, f"task budget of task '{task_id}'", None],
+             str(task_budget) if task_budget is not None else UNLIMITED, f"task budget of task '{task_id}'", 0],
             [day_key, "spent", "reserved",
              str(picousd(limits.daily_usd)) if limits and limits.daily_usd else UNLIMITED,
              f"daily budget of tenant '{tenant}'", 3456000],

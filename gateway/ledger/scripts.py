@@ -155,7 +155,7 @@ for _, s in ipairs(r.scopes) do
 end
 for _, s in ipairs(r.scopes) do
   redis.call('HINCRBY', s[1], s[3], r.amount)
-  if s[6] then redis.call('EXPIRE', s[1], s[6]) end
+  if s[6] > 0 then redis.call('EXPIRE', s[1], s[6]) end
 end
 return {'ok'}
 """
