@@ -43,11 +43,13 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A redis-server of our own on a free port, with no persistence."""
+    """A redis-server of our own on a free port. ``persistent`` turns on an fsync-always AOF,
+    so that a killed and restarted server keeps every acknowledged write."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="taskgate-test-redis-")
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,7 +58,8 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", self.dir, "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")],
             stdin=subprocess.DEVNULL,
         )
@@ -70,6 +73,12 @@ class RedisServer:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("test redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to save anything."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
