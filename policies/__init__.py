@@ -1,1 +1,4 @@
-"""Routing and compliance policies: pure functions over plain data."""
+"""Routing and compliance policies: pure functions over plain data (see README.md).
+
+``decide.decide`` is the entry point; ``routing.plan`` is the older priority-only router.
+"""

@@ -1,0 +1,207 @@
+"""One routing decision: which deployments may serve a request, in which order, and why (pure).
+
+The steps, in order; the first that leaves nothing ends the decision with a denial:
+
+    1. data class      tenant default, X-Data-Class      400 unknown_data_class,
+                                                          403 data_class_lowering_denied
+    2. personal data   the final class's pii rules        403 pii_blocked
+    3. compliance      deny, jurisdiction, allow, attrs   403 no_compliant_deployment
+    4. capabilities    tools, vision, context, streaming  400 no_capable_deployment
+    5. health          circuit breakers                   503 no_compliant_deployment
+    6. strategy        order (budget may drop)            429 budget_exceeded
+
+The invariant: ``Decision.ordered`` only holds deployments that the final data
+class and the jurisdiction rules allow for the tenant. Health and strategy only
+ever remove or reorder what compliance let through; when nothing compliant is
+healthy the answer is a 503, never a non-compliant deployment. The gateway
+calls :func:`still_allowed` before every attempt, retries and fallbacks included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+from policies.capabilities import ModelFacts, filter_capable, needs_of
+from policies.compliance import TenantFacts, apply_pii, check_deployment, effective_class, filter_deployments, \
+    tenant_facts
+from policies.health import BreakerState, filter_healthy
+from policies.schema import BreakerSettings, ComplianceSection, ModelRouting, RoutingSection, TenantPolicy
+from policies.strategies import LatencyStats, PriceLike, StrategyInputs, order
+from policies.verdicts import CHOSEN, FALLBACK, AuditEvent, Consideration, Denial, excluded
+from providers.base import Deployment
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    tenant: str
+    model: str
+    body: Mapping[str, Any]  # the parsed OpenAI request body; never changed
+    data_class_header: str | None = None  # X-Data-Class as sent
+    prompt_tokens: int = 0  # the gateway's estimate of the prompt
+    budget_remaining_picousd: int | None = None  # the task's remaining budget; None: no budget
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """The config sections a decision reads (``None``: the section is absent)."""
+
+    routing: RoutingSection | None = None
+    compliance: ComplianceSection | None = None
+    tenants: Mapping[str, TenantPolicy] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    model: str
+    tenant: TenantFacts
+    data_class: str | None  # the final class, after the header and any escalation
+    strategy: str
+    body: Mapping[str, Any]  # what to send upstream: the request body, redacted where the rules say
+    ordered: tuple[Deployment, ...]  # the deployments to try, in order; empty when denied
+    considered: tuple[Consideration, ...]  # every deployment of the model, in model_list order
+    denial: Denial | None
+    audit_events: tuple[AuditEvent, ...]
+    pii_found: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # kind -> count
+    redacted: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    compliance: ComplianceSection | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chosen(self) -> Deployment | None:
+        return self.ordered[0] if self.ordered else None
+
+    def explain(self) -> dict[str, Any]:
+        """A JSON-ready account for ``/v1/route/explain`` (no request text)."""
+        return {
+            "model": self.model, "tenant": self.tenant.name, "data_class": self.data_class,
+            "strategy": self.strategy, "chosen": self.chosen.id if self.chosen else None,
+            "order": [d.id for d in self.ordered],
+            "considered": [{"deployment": c.deployment_id, "verdict": c.verdict, "rule": c.rule,
+                            "reason": c.reason, "position": c.position} for c in self.considered],
+            "denial": None if self.denial is None else {
+                "status": self.denial.status, "code": self.denial.code, "message": self.denial.message,
+                "rule": self.denial.rule, "retry_after": self.denial.retry_after},
+            "pii_found": dict(self.pii_found), "redacted": dict(self.redacted),
+            "audit_events": [{"kind": e.kind, "rule": e.rule, "reason": e.reason, "detail": dict(e.detail)}
+                             for e in self.audit_events],
+        }
+
+
+def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Policies,
+           health: Mapping[str, BreakerState], latency: Mapping[str, LatencyStats],
+           prices: Mapping[str, PriceLike | None], now: float, rand: float,
+           model_facts: Mapping[str, ModelFacts] = _EMPTY) -> Decision:
+    """Decide the route for one request over ``deployments`` (the model's, in model_list order).
+
+    ``health``, ``latency``, ``prices`` and ``model_facts`` are keyed by deployment id;
+    a missing id is a closed breaker, no latency sample, unpriced, and unknown facts.
+    ``now`` is epoch seconds; ``rand`` is uniform in [0, 1).
+    """
+    routing, compliance = policies.routing, policies.compliance
+    tenant = tenant_facts(facts.tenant, policies.tenants)
+    model_routing = routing.for_model(facts.model) if routing else ModelRouting()
+    ctx = _Context(facts, deployments, tenant, model_routing.strategy, compliance)
+
+    cls = effective_class(tenant, facts.data_class_header, compliance)
+    ctx.events += cls.events
+    if cls.denial:
+        return ctx.deny(cls.denial, cls.data_class, facts.body)
+    found = apply_pii(facts.body, cls.data_class, compliance)
+    ctx.events += found.events
+    ctx.pii = (found.found, found.redacted)
+    data_class, body = found.data_class, found.body
+    if found.denial:
+        return ctx.deny(found.denial, data_class, body)
+
+    compliant = filter_deployments(deployments, data_class, tenant, compliance)
+    ctx.excluded += compliant.excluded
+    if not compliant.allowed:
+        return ctx.deny(Denial(403, "no_compliant_deployment", (
+            f"no deployment of model '{facts.model}' may receive data of class '{data_class}' for tenant "
+            f"'{tenant.name}': {_reasons(compliant.excluded)}"), "compliance"), data_class, body)
+
+    capable = filter_capable(compliant.allowed, needs_of(body, facts.prompt_tokens), model_facts)
+    ctx.excluded += capable.excluded
+    if not capable.allowed:
+        return ctx.deny(Denial(400, "no_capable_deployment", (
+            f"no deployment of model '{facts.model}' that may receive this request can serve it: "
+            f"{_reasons(capable.excluded)}"), "capability"), data_class, body)
+
+    healthy = filter_healthy(capable.allowed, health, now, routing.breaker if routing else BreakerSettings())
+    ctx.excluded += healthy.excluded
+    if not healthy.allowed:
+        return ctx.deny(Denial(503, "no_compliant_deployment", (
+            f"every deployment of model '{facts.model}' allowed for data class '{data_class}' is unavailable: "
+            f"{_reasons(healthy.excluded)}"), "routing.breaker", healthy.retry_after), data_class, body)
+
+    ordering = order(model_routing, healthy.allowed, StrategyInputs(
+        model=facts.model, rand=rand, latency=latency, prices=prices, prompt_tokens=facts.prompt_tokens,
+        output_tokens=_output_tokens(body, routing), stream=bool(body.get("stream")),
+        budget_remaining_picousd=facts.budget_remaining_picousd))
+    ctx.excluded += ordering.dropped
+    if ordering.denial:
+        return ctx.deny(ordering.denial, data_class, body)
+    # Defence in depth: nothing reaches ``ordered`` that compliance did not allow.
+    ordered = tuple(d for d in ordering.ordered if d in compliant.allowed
+                    and check_deployment(d, data_class, tenant, compliance) is None)
+    return ctx.decide(ordered, ordering.why, data_class, body)
+
+
+def still_allowed(decision: Decision, deployment: Deployment) -> bool:
+    """May ``deployment`` be attempted under ``decision``? Call before every attempt.
+
+    True only for a deployment that the decision ordered and that compliance still
+    allows for the decision's final data class and tenant."""
+    return (decision.denial is None and any(d is deployment or d == deployment for d in decision.ordered)
+            and check_deployment(deployment, decision.data_class, decision.tenant, decision.compliance) is None)
+
+
+def _output_tokens(body: Mapping[str, Any], routing: RoutingSection | None) -> int:
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return routing.assumed_output_tokens if routing else RoutingSection().assumed_output_tokens
+
+
+def _reasons(items: Sequence[Consideration]) -> str:
+    return "; ".join(f"{c.deployment_id}: {c.reason}" for c in items) or "none configured"
+
+
+class _Context:
+    """Collects exclusions and events while :func:`decide` runs, and builds the Decision."""
+
+    def __init__(self, facts: RequestFacts, deployments: Sequence[Deployment], tenant: TenantFacts,
+                 strategy: str, compliance: ComplianceSection | None) -> None:
+        self.facts, self.deployments, self.tenant = facts, deployments, tenant
+        self.strategy, self.compliance = strategy, compliance
+        self.excluded: tuple[Consideration, ...] = ()
+        self.events: tuple[AuditEvent, ...] = ()
+        self.pii: tuple[Mapping[str, int], Mapping[str, int]] = (_EMPTY, _EMPTY)
+
+    def deny(self, denial: Denial, data_class: str | None, body: Mapping[str, Any]) -> Decision:
+        events = self.events
+        if not any(e.kind == "denial" for e in events):
+            events += (AuditEvent("denial", denial.rule, f"{denial.code}: {denial.message}"),)
+        seen = {c.deployment_id for c in self.excluded}
+        rest = tuple(excluded(d.id, denial.rule, f"request denied ({denial.code})")
+                     for d in self.deployments if d.id not in seen)
+        return self._build((), {}, data_class, body, self.excluded + rest, denial, events)
+
+    def decide(self, ordered: tuple[Deployment, ...], why: Mapping[str, str], data_class: str | None,
+               body: Mapping[str, Any]) -> Decision:
+        rule = f"routing.models.{self.facts.model}.strategy ({self.strategy})"
+        picked = tuple(Consideration(d.id, CHOSEN if i == 0 else FALLBACK, rule, why.get(d.id, ""), i)
+                       for i, d in enumerate(ordered))
+        return self._build(ordered, why, data_class, body, self.excluded + picked, None, self.events)
+
+    def _build(self, ordered: tuple[Deployment, ...], why: Mapping[str, str], data_class: str | None,
+               body: Mapping[str, Any], considered: tuple[Consideration, ...], denial: Denial | None,
+               events: tuple[AuditEvent, ...]) -> Decision:
+        index = {d.id: i for i, d in enumerate(self.deployments)}
+        considered = tuple(sorted(considered, key=lambda c: index.get(c.deployment_id, len(index))))
+        return Decision(self.facts.model, self.tenant, data_class, self.strategy, body, ordered, considered,
+                        denial, events, MappingProxyType(dict(self.pii[0])), MappingProxyType(dict(self.pii[1])),
+                        self.compliance)
