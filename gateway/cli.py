@@ -98,6 +98,11 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config")
     check.add_argument("--config", help="config file (default: $TASKGATE_CONFIG, else config/gateway.yaml)")
     check.set_defaults(func=cmd_check)
+    # --- ledger commands: tasks, tasks show, tasks complete, report (gateway/cli_tasks.py) ---
+    from gateway.cli_tasks import add_commands as add_ledger_commands
+
+    add_ledger_commands(sub)
+    # --- end ledger commands ---
     return p
 
 

@@ -92,8 +92,12 @@ class Client:
     transport: Transport = field(default=urllib_transport, repr=False)
 
     def __post_init__(self) -> None:
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+            parts.port  # noqa: B018 - raises on a malformed or out-of-range port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConnectionFailed(f"invalid gateway URL {self.url!r}: expected http(s)://host[:port]")
 
     def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,

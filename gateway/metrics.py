@@ -25,6 +25,19 @@ COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
 TASK_TYPE_CAP = 50  # task types beyond this many distinct values are counted as "other"
 
 
+def _build_facts() -> tuple[str, str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gateway import __version__
+
+    try:
+        litellm = version("litellm")
+    except PackageNotFoundError:
+        litellm = "absent"
+    return __version__, platform.python_version(), litellm
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -44,6 +57,20 @@ class Metrics:
                                    buckets=COST_BUCKETS, registry=r)
         self.in_flight = Gauge("taskgate_in_flight_requests", "Client requests being served",
                                multiprocess_mode="livesum", registry=r)
+        self.upstream_errors = Counter("taskgate_upstream_errors", "Failed upstream attempts by kind of failure",
+                                       ["provider", "reason"], registry=r)
+        self.retries = Counter("taskgate_retries", "Attempts retried on the same deployment",
+                               ["model", "provider"], registry=r)
+        self.fallbacks = Counter("taskgate_fallbacks", "Attempts that moved on to the next deployment",
+                                 ["model", "provider"], registry=r)
+        self.waste = Counter("taskgate_waste_usd", "Cost that bought nothing, by reason", ["reason"], registry=r)
+        self.policy_decisions = Counter("taskgate_policy_decisions", "Routing and compliance decisions",
+                                        ["policy", "decision"], registry=r)
+        self.budget_remaining = Gauge("taskgate_budget_remaining_usd", "Budget left for the configured tenants",
+                                      ["tenant", "period"], multiprocess_mode="mostrecent", registry=r)
+        self.build_info = Gauge("taskgate_build_info", "Build facts; always 1",
+                                ["version", "python", "litellm"], multiprocess_mode="max", registry=r)
+        self.build_info.labels(*_build_facts()).set(1)
         self._task_types: set[str] = set()
 
     def task_type_label(self, task_type: str) -> str:
@@ -67,16 +94,27 @@ class Metrics:
                 self.tokens.labels(model, provider, "cached_input").inc(u.cached_input_tokens)
             if u.reasoning_tokens:
                 self.tokens.labels(model, provider, "reasoning").inc(u.reasoning_tokens)
+        if rec.outcome != "ok":
+            self.upstream_errors.labels(provider, rec.error_reason or rec.outcome).inc()
+        if rec.waste_reason == "retry":
+            self.retries.labels(model, provider).inc()
+        elif rec.waste_reason == "fallback":
+            self.fallbacks.labels(model, provider).inc()
         if rec.cost_picousd is None:
             if rec.usage is not None:
                 self.unpriced.labels(model, provider).inc()
         elif rec.cost_picousd:
-            self.cost.labels(model, provider).inc(float(usd(rec.cost_picousd)))
+            cost = float(usd(rec.cost_picousd))
+            self.cost.labels(model, provider).inc(cost)
+            if rec.waste_reason:
+                self.waste.labels(rec.waste_reason).inc(cost)
 
     def task_ended(self, task_type: str, outcome: str, cost_picousd: int) -> None:
         label = self.task_type_label(task_type)
         self.tasks.labels(label, outcome).inc()
         self.task_cost.labels(label, outcome).observe(float(usd(cost_picousd)))
+        if outcome in ("failed", "abandoned") and cost_picousd:
+            self.waste.labels(f"{outcome}_task").inc(float(usd(cost_picousd)))
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

