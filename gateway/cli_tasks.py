@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import re
 import sys
@@ -53,9 +54,12 @@ def parse_when(spec: str, now: float | None = None) -> float:
         ago = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text.lower()))
         return now - ago
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
@@ -212,8 +216,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     for t in tasks:
         mark = ("*" if t.get("unpriced_attempts") else "") + ("~" if t.get("estimated_attempts") else "")
         marks.update(mark)
-        status = t.get("status", "?")
-        table.add_row(_text(t.get("task_id")), _text(t.get("task_type")), f"[{_STATUS_STYLE.get(status, '')}]{status}[/]",
+        status = t.get("status") or "?"
+        table.add_row(_text(t.get("task_id")), _text(t.get("task_type")),
+                      f"[{_STATUS_STYLE.get(status, '')}]{_text(status)}[/]",
                       fmt_int(t.get("requests")), fmt_int(t.get("input_tokens")), fmt_int(t.get("output_tokens")),
                       fmt_usd(t.get("cost_usd"), t.get("cost_picousd")) + mark, fmt_usd(t.get("waste_usd")),
                       fmt_ago(t.get("created_at"), now), fmt_ago(t.get("ended_at"), now) if t.get("ended_at") else "")

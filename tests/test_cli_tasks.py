@@ -7,6 +7,7 @@ CLI runs as a subprocess and its output is checked against the tasks API.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -22,6 +23,9 @@ import httpx
 import openai
 import pytest
 
+from gateway import cli_tasks
+from gateway.cli import main
+from gateway.cli_client import Client
 from gateway.cli_tasks import CSV_HEADER, fmt_usd, parse_when, plain
 from gateway.pricing import format_usd
 from tests.conftest import ROOT, Fakes, GatewayProcess, base_config, model_entry
@@ -33,7 +37,12 @@ SCIENTIFIC = re.compile(r"\d[eE][-+]\d")  # Python always writes the sign: 1e-05
 PRICES = {"input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07}
 
 
+TEAM_KEY, ADMIN_KEY = "sk-team-key-1", "sk-admin-key-1"
+TEAM, ADMIN = f"team-{RUN}", f"ops-{RUN}"  # tenants of their own: nothing else in the shared Redis shows up
+
+
 def cli(*args: str, url: str | None = None, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ...`; `url` and `key` go in through the environment, as a user's shell would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
     env["COLUMNS"] = "200"
     if url:
@@ -67,8 +76,11 @@ def chat(client: openai.OpenAI, task_id: str, task_type: str) -> None:
 class Traffic:
     def __init__(self, gw: GatewayProcess) -> None:
         self.gw = gw
-        self.api = httpx.Client(base_url=gw.url, timeout=10)
+        self.api = httpx.Client(base_url=gw.url, timeout=10, headers={"Authorization": f"Bearer {TEAM_KEY}"})
         self.won, self.lost, self.running = (f"{name}-{RUN}" for name in ("won", "lost", "running"))
+
+    def cli(self, *args: str, key: str | None = TEAM_KEY) -> subprocess.CompletedProcess[str]:
+        return cli(*args, url=self.gw.url, key=key)
 
     def task(self, task_id: str) -> dict[str, Any]:
         r = self.api.get(f"/v1/tasks/{task_id}", params={"include": "attempts"})
@@ -78,15 +90,17 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def traffic(fakes: Fakes, redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
-    """One gateway for the module: an OpenAI deployment with a vLLM fallback, three tasks."""
+    """One gateway for the module, with auth: an OpenAI deployment with a vLLM fallback, three tasks."""
     fakes.reset()
     models = [model_entry("assistant", {**fakes.params("openai"), **PRICES}, id="primary"),
               model_entry("assistant", {**fakes.params("vllm"), **PRICES}, id="backup")]
-    config = base_config(redis_server.url, models, tasks={"types": {TRIAGE: {"price_usd": 0.05}}})
+    config = base_config(redis_server.url, models, tasks={"types": {TRIAGE: {"price_usd": 0.05}}},
+                         auth={"keys": [{"key": TEAM_KEY, "tenant": TEAM},
+                                        {"key": ADMIN_KEY, "tenant": ADMIN, "admin": True}]})
     gw = GatewayProcess(config, Path(tmp_path_factory.mktemp("cli-gw"))).start()
     try:
         t = Traffic(gw)
-        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=TEAM_KEY, max_retries=0)
         chat(client, t.won, TRIAGE)
         fakes.openai.fail("503")  # the second request fails over to the backup: 3 attempts in all
         chat(client, t.won, TRIAGE)
@@ -100,18 +114,19 @@ def traffic(fakes: Fakes, redis_server: Any, tmp_path_factory: pytest.TempPathFa
 
 
 def test_complete_ends_a_task_and_prints_its_cost(traffic: Traffic) -> None:
-    out = ok(cli("tasks", "complete", traffic.lost, "--outcome", "failed", "--url", traffic.gw.url))
+    # --url and --key as options here; everywhere else from $TASKGATE_URL and $TASKGATE_API_KEY
+    out = ok(cli("tasks", "complete", traffic.lost, "--outcome", "failed", "--url", traffic.gw.url, "--key", TEAM_KEY))
     task = traffic.task(traffic.lost)
     assert task["status"] == "failed"
     assert out.strip() == f"task {traffic.lost}: failed, 1 request(s), cost ${format_usd(task['cost_picousd'])}"
-    again = cli("tasks", "complete", traffic.lost, "--outcome", "failed", "--json", url=traffic.gw.url)
+    again = traffic.cli("tasks", "complete", traffic.lost, "--outcome", "failed", "--json")
     assert json.loads(ok(again))["status"] == "failed"  # repeating is harmless
-    conflict = one_line_error(cli("tasks", "complete", traffic.lost, "--outcome", "succeeded", url=traffic.gw.url))
+    conflict = one_line_error(traffic.cli("tasks", "complete", traffic.lost, "--outcome", "succeeded"))
     assert f"task '{traffic.lost}' already ended as 'failed'" in conflict and "409" in conflict
 
 
 def test_tasks_lists_recent_tasks_with_filters(traffic: Traffic) -> None:
-    out = ok(cli("tasks", "--type", TRIAGE, "--since", "10m", url=traffic.gw.url))
+    out = ok(traffic.cli("tasks", "--type", TRIAGE, "--since", "10m"))
     assert traffic.won in out and traffic.lost in out and traffic.running not in out
     won = traffic.task(traffic.won)
     row = next(line for line in out.splitlines() if traffic.won in line)
@@ -119,52 +134,53 @@ def test_tasks_lists_recent_tasks_with_filters(traffic: Traffic) -> None:
     assert f"${format_usd(won['cost_picousd'])}" in row and not SCIENTIFIC.search(row)
     assert f"{won['input_tokens']:,}" in row and f"{won['output_tokens']:,}" in row
 
-    listed = json.loads(ok(cli("tasks", "--since", "10m", "--json", "--limit", "500", url=traffic.gw.url)))
+    listed = json.loads(ok(traffic.cli("tasks", "--since", "10m", "--json", "--limit", "500")))
     ids = [t["task_id"] for t in listed["data"]]
     assert {traffic.won, traffic.lost, traffic.running} <= set(ids)
-    api = httpx.get(f"{traffic.gw.url}/v1/tasks", params={"since": parse_when("10m"), "limit": 200}).json()
+    api = traffic.api.get("/v1/tasks", params={"since": parse_when("10m"), "limit": 200}).json()
     assert ids[: len(api["data"])] == [t["task_id"] for t in api["data"]]
 
-    newest = json.loads(ok(cli("tasks", "--type", TRIAGE, "--limit", "1", "--json", url=traffic.gw.url)))
+    newest = json.loads(ok(traffic.cli("tasks", "--type", TRIAGE, "--limit", "1", "--json")))
     assert len(newest["data"]) == 1 and newest["has_more"] is True
-    running = ok(cli("tasks", "--status", "open", "--type", OTHER, url=traffic.gw.url))
+    running = ok(traffic.cli("tasks", "--status", "open", "--type", OTHER))
     assert traffic.running in running and "open" in running
-    assert "no tasks match" in ok(cli("tasks", "--type", f"nothing-{RUN}", url=traffic.gw.url))
+    assert "no tasks match" in ok(traffic.cli("tasks", "--type", f"nothing-{RUN}"))
 
 
 def test_show_has_the_exact_cost_and_every_attempt(traffic: Traffic) -> None:
     task = traffic.task(traffic.won)
     records = task["attempt_records"]
     assert task["attempts"] == len(records) == 3
-    out = ok(cli("tasks", "show", traffic.won, url=traffic.gw.url))
-    assert f"cost      ${format_usd(task['cost_picousd'])}" in out
+    out = ok(traffic.cli("tasks", "show", traffic.won))
+    assert re.search(rf"cost\s+\${re.escape(format_usd(task['cost_picousd']))}\s", out)
     assert not SCIENTIFIC.search(out)
-    assert "price     $0.05" in out and f"margin    ${format_usd(int(Decimal('0.05') * 10**12) - task['cost_picousd'])}" in out
-    for m in task["models"]:  # the breakdown by deployment
-        line = next(line for line in out.splitlines() if f" {m['deployment']} " in line and "openai" in line
-                    or f" {m['deployment']} " in line and m["provider"] in line)
-        assert f"${format_usd(m['cost_picousd'])}" in line
+    margin = format_usd(int(Decimal("0.05") * 10**12) - task["cost_picousd"])
+    assert re.search(r"price\s+\$0\.05\s", out) and re.search(rf"margin\s+\${re.escape(margin)}\s", out)
+    assert re.search(r"attempts 3 \(1 failed\)", out)
+    breakdown = out[out.index("by model"):re.search(r"^attempts\s*$", out, re.M).start()]
+    for m in task["models"]:
+        line = next(line for line in breakdown.splitlines() if f" {m['deployment']} " in line)
+        assert m["provider"] in line and line.rstrip().endswith(f"${format_usd(m['cost_picousd'])}")
     attempt_lines = [line for line in out.splitlines() if any(r["request_id"] in line for r in records)]
     assert len(attempt_lines) == len(records)
     for rec in records:
         line = next(line for line in attempt_lines if rec["request_id"] in line and f" {rec['deployment']} " in line)
         assert f" {rec['outcome']}" in line
-        if rec["cost_usd"]:
-            assert f"${rec['cost_usd']}" in line or f"${rec['cost_usd']}0" in line
+        assert f"${rec['cost_usd']}" in line  # "0.0" shows as $0.00
     failed = next(line for line in attempt_lines if " error" in line)
     assert " 503 " in failed and " primary " in failed
-    assert json.loads(ok(cli("tasks", "show", traffic.won, "--json", url=traffic.gw.url))) == task
+    assert json.loads(ok(traffic.cli("tasks", "show", traffic.won, "--json"))) == task
 
 
 def test_report_agrees_with_the_api_in_every_format(traffic: Traffic) -> None:
-    ok(cli("tasks", "complete", traffic.lost, "--outcome", "failed", url=traffic.gw.url))  # whatever ran first
-    api = {r["task_type"]: r for r in httpx.get(f"{traffic.gw.url}/v1/reports/tasks").json()["task_types"]}
-    shown = json.loads(ok(cli("report", "--format", "json", "--since", "1d", url=traffic.gw.url)))
-    assert shown["object"] == "report"
-    assert {r["task_type"]: r for r in shown["task_types"]}[TRIAGE] == api[TRIAGE]
-    assert OTHER not in api  # still open: reports count ended tasks
+    ok(traffic.cli("tasks", "complete", traffic.lost, "--outcome", "failed"))  # whatever ran first
+    api = {r["task_type"]: r for r in traffic.api.get("/v1/reports/tasks").json()["task_types"]}
+    shown = json.loads(ok(traffic.cli("report", "--format", "json", "--since", "1d")))
+    assert shown["object"] == "report" and shown["tenant"] == TEAM
+    assert {r["task_type"]: r for r in shown["task_types"]} == api
+    assert list(api) == [TRIAGE]  # the open task is not in it: reports count ended tasks
 
-    text = ok(cli("report", "--format", "csv", url=traffic.gw.url))
+    text = ok(traffic.cli("report", "--format", "csv"))
     rows = list(csv.reader(io.StringIO(text)))
     assert tuple(rows[0]) == CSV_HEADER
     row = dict(zip(rows[0], next(r for r in rows[1:] if r[0] == TRIAGE)))
@@ -177,7 +193,7 @@ def test_report_agrees_with_the_api_in_every_format(traffic: Traffic) -> None:
     assert row["success_rate"] == "0.5" and row["price_usd"] == "0.05"
     assert not any(SCIENTIFIC.search(v) for v in row.values())
 
-    table = ok(cli("report", "--since", "2d", "--until", "0m", url=traffic.gw.url))
+    table = ok(traffic.cli("report", "--since", "2d", "--until", "0m"))
     line = next(line for line in table.splitlines() if line.lstrip().startswith(TRIAGE))
     assert "50.0%" in line and f"${plain(Decimal(repr(want['margin_usd'])))}" in line
     assert "waste by reason" in table
@@ -207,35 +223,73 @@ def test_errors_are_one_line_and_exit_1(traffic: Traffic) -> None:
     assert down.startswith("taskgate: error: cannot reach the gateway at http://127.0.0.1:9")
     bad = one_line_error(cli("report", "--url", "not-a-url"))
     assert "invalid gateway URL 'not-a-url'" in bad
-    missing = one_line_error(cli("tasks", "show", f"nope-{RUN}", url=traffic.gw.url))
+    missing = one_line_error(traffic.cli("tasks", "show", f"nope-{RUN}"))
     assert f"no task 'nope-{RUN}'" in missing and "404" in missing
-    invalid = one_line_error(cli("tasks", "show", "bad id!", url=traffic.gw.url))
+    invalid = one_line_error(traffic.cli("tasks", "show", "bad id!"))
     assert "a task id is 1 to 128 characters" in invalid and "400" in invalid
 
 
 @pytest.mark.parametrize("args", [("tasks", "--since", "yesterday"), ("tasks", "--limit", "0"),
                                   ("tasks", "complete", "x"), ("report", "--format", "xml")])
-def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
-    proc = cli(*args, url="http://127.0.0.1:9")
-    assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
+def test_usage_errors_exit_2(args: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--url", "http://127.0.0.1:9"])
+    assert exc.value.code == 2 and "usage:" in capsys.readouterr().err
 
 
-def test_with_auth_the_key_decides_what_the_cli_sees(clean_fakes: Fakes, redis_server: Any,
-                                                     gateway_factory: Any) -> None:
-    team, admin = f"team-{RUN}", f"ops-{RUN}"
-    config = base_config(redis_server.url, [model_entry("assistant", {**clean_fakes.params("openai"), **PRICES})],
-                         auth={"keys": [{"key": "sk-team-key-1", "tenant": team},
-                                        {"key": "sk-admin-key-1", "tenant": admin, "admin": True}]})
-    gw = gateway_factory(config)
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-team-key-1", max_retries=0)
-    task_id = f"authed-{RUN}"
-    chat(client, task_id, TRIAGE)
-
-    assert task_id in ok(cli("tasks", url=gw.url, key="sk-team-key-1"))
-    assert task_id in ok(cli("tasks", "show", task_id, "--url", gw.url, "--key", "sk-team-key-1"))
-    wrong = one_line_error(cli("tasks", url=gw.url, key="sk-wrong-key"))
+def test_with_auth_the_key_decides_what_the_cli_sees(traffic: Traffic) -> None:
+    wrong = one_line_error(traffic.cli("tasks", key="sk-wrong-key"))
     assert "invalid API key" in wrong and "401" in wrong
-    assert "missing API key" in one_line_error(cli("report", url=gw.url))
-    assert "no such tenant" in one_line_error(cli("tasks", "--tenant", admin, url=gw.url, key="sk-team-key-1"))
-    assert task_id not in ok(cli("tasks", url=gw.url, key="sk-admin-key-1"))  # the admin's own tenant
-    assert task_id in ok(cli("tasks", "--tenant", team, url=gw.url, key="sk-admin-key-1"))
+    assert "missing API key" in one_line_error(traffic.cli("report", key=None))
+    denied = one_line_error(traffic.cli("tasks", "--tenant", ADMIN))  # only an admin names another tenant
+    assert "no such tenant" in denied and "404" in denied
+    assert traffic.won not in ok(traffic.cli("tasks", key=ADMIN_KEY))  # the admin's own tenant has no tasks
+    assert traffic.won in ok(traffic.cli("tasks", "show", traffic.won, "--tenant", TEAM, key=ADMIN_KEY))
+
+
+class FakeGateway:
+    """The client's transport seam: records each request and answers from a script."""
+
+    def __init__(self, *answers: tuple[int, Any]) -> None:
+        self.answers = list(answers)
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+
+    def __call__(self, method: str, url: str, headers: Any, body: bytes | None, timeout: float) -> tuple[int, bytes]:
+        self.requests.append((method, url, dict(headers)))
+        status, answer = self.answers.pop(0)
+        return status, answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+
+
+def run_with(fake: FakeGateway, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(cli_tasks, "Client", functools.partial(Client, transport=fake))
+    return main([*args, "--url", "http://gw.test", "--key", "sk-k"])
+
+
+def page(n: int, start: int, more: bool) -> dict[str, Any]:
+    data = [{"task_id": f"t{i}", "created_at": 1000.0 - i} for i in range(start, start + n)]
+    return {"object": "list", "data": data, "has_more": more, "next_before": data[-1]["created_at"] if more else None}
+
+
+def test_a_limit_past_one_page_follows_the_cursor(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeGateway((200, page(200, 0, True)), (200, page(50, 200, True)))
+    assert run_with(fake, monkeypatch, "tasks", "--limit", "250", "--json", "--tenant", "acme") == 0
+    (_, first, headers), (_, second, _) = fake.requests
+    assert first == "http://gw.test/v1/tasks?limit=200&tenant=acme"
+    assert second == "http://gw.test/v1/tasks?before=801.0&limit=50&tenant=acme"
+    assert headers["Authorization"] == "Bearer sk-k"
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["data"]) == 250 and out["has_more"] is True and out["next_before"] == 751.0
+
+
+@pytest.mark.parametrize("status, body, message", [
+    (404, {"error": {"message": "no task 'x'", "type": "not_found_error", "param": "task_id",
+                     "code": "task_not_found"}}, "taskgate: error: no task 'x' (HTTP 404, task_not_found)"),
+    (502, b"<html>bad gateway</html>", "taskgate: error: HTTP 502 Bad Gateway (not a Taskgate error body)"),
+    (200, b"<html>hello</html>", "taskgate: error: the server at http://gw.test did not answer JSON; "
+                                 "is it a Taskgate gateway?"),
+])
+def test_what_answers_becomes_one_line(status: int, body: Any, message: str, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_with(FakeGateway((status, body)), monkeypatch, "tasks", "show", "x") == 1
+    assert capsys.readouterr().err == message + "\n"
