@@ -73,6 +73,10 @@ def effective_class(tenant: TenantFacts, header_value: str | None,
             f"X-Data-Class '{wanted}' cannot be honoured: this gateway defines no data classes"), "compliance"))
     base, source = (tenant.default_class, "tenant") if tenant.default_class else (compliance.default_class, "default")
     names = compliance.class_names()
+    if base not in names:  # config.check_references reports this; fail closed if it slipped through
+        return ClassDecision(None, source, Denial(403, "unknown_data_class", (
+            f"tenant '{tenant.name}' has default_class '{base}', which is not a data class"),
+            f"tenants.{tenant.name}.default_class"))
     if wanted is None:
         return ClassDecision(base, source)
     if wanted not in names:
@@ -156,10 +160,15 @@ def _lower(values: Iterable[Any]) -> list[str]:
     return [str(v).lower() for v in values]
 
 
+def _region(dep: Deployment) -> str | None:
+    region = _info(dep, "region")
+    return None if region is None else str(region).lower()
+
+
 # Attribute constraints of a data class: (key, check) where check returns why the
 # deployment fails it, or None. A constraint that is not set (None) passes.
 ATTRIBUTES: tuple[tuple[str, Callable[[Deployment, DataClass], str | None]], ...] = (
-    ("regions", lambda d, c: None if c.regions is None or str(_info(d, "region")).lower() in _lower(c.regions)
+    ("regions", lambda d, c: None if c.regions is None or _region(d) in _lower(c.regions)
         else f"region {_info(d, 'region')!r} is not one of {', '.join(c.regions)}"),
     ("open_weight", lambda d, c: None if not c.open_weight or _info(d, "open_weight") is True
         else "not an open-weight model (model_info.open_weight is not true)"),
@@ -183,7 +192,7 @@ def rule_denies(rule: JurisdictionRule, dep: Deployment) -> bool:
     """Any target listed in ``deny`` matching the deployment denies it."""
     deny = rule.deny
     return (dep.model_name in deny.models or dep.kind in deny.providers or dep.id in deny.deployments
-            or str(_info(dep, "region")).lower() in _lower(deny.regions))
+            or (_region(dep) is not None and _region(dep) in _lower(deny.regions)))
 
 
 def check_deployment(dep: Deployment, data_class: str | None, tenant: TenantFacts,

@@ -28,6 +28,7 @@ A :class:`Hit` records the kind and the position only; never the matched text.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -47,10 +48,11 @@ _EMAIL = re.compile(
     r"(?<![A-Za-z0-9_%+-])([A-Za-z0-9_%+-](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?)"
     r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})(?![A-Za-z0-9-])"
 )
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`]*")
-_PHONE_INTL = re.compile(r"(?<![\w+])(\+|00)(?=[1-9])[\d \-.()]*\d(?!\w)")
+_URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s<>\"'`]*")
+# Phone candidates are bounded (a phone is never 30 characters long), so scanning stays linear.
+_PHONE_INTL = re.compile(r"(?<![\w+])(\+|00)(?=[1-9])[\d \-.()]{0,26}\d(?!\w)")
 _PHONE_NANP = re.compile(r"(?<![\w+(-])(?:1[-. ])?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}([-. ]))[2-9]\d{2}[-. ]\d{4}(?![\w-])")
-_PHONE_TRUNK = re.compile(r"(?<![\w+(-])(?:\(0[1-9]\d{0,4}\) ?|0[1-9])[\d \-.]*\d(?![\w-])")
+_PHONE_TRUNK = re.compile(r"(?<![\w+(-])(?:\(0[1-9]\d{0,4}\) ?|0[1-9])[\d \-.]{0,20}\d(?!\w)")
 _DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?=[ ]?[A-Z0-9])")
 _SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
@@ -64,26 +66,41 @@ Span = tuple[int, int, str]  # start, end, subtype
 
 def _emails(text: str) -> Iterator[Span]:
     url_parts = [(m.start(), m.start() + len(re.split(r"[?#]", m.group(0), maxsplit=1)[0]))
-                 for m in _URL.finditer(text)]
+                 for m in _URL.finditer(text)]  # sorted, not overlapping
+    url_starts = [lo for lo, _ in url_parts]
     for m in _EMAIL.finditer(text):
-        if ".." in m.group(1) or any(lo <= m.start() < hi for lo, hi in url_parts):
+        url = bisect.bisect_right(url_starts, m.start()) - 1
+        if ".." in m.group(1) or (url >= 0 and m.start() < url_parts[url][1]):
             continue
         yield m.start(), m.end(), "email"
 
 
 def _phones(text: str) -> Iterator[Span]:
-    for m in _PHONE_INTL.finditer(text):
-        end = _longest(m.group(0), lambda body: _well_formed(body[len(m.group(1)):]) and checks.phone_digits(
-            _digits(body.replace("(0)", "")), international=True))
-        if end:
-            yield m.start(), m.start() + end, "e164"
+    def intl(body: str) -> bool:
+        prefix = 1 if body.startswith("+") else 2
+        return _well_formed(body[prefix:]) and checks.phone_digits(_digits(body.replace("(0)", "")), True)
+
+    def national(body: str) -> bool:
+        return (_well_formed(body) and checks.phone_digits(_digits(body), international=False)
+                and len(set(_SEPARATORS.findall(body.replace(") ", ")")))) <= 1)
+
+    yield from _scan(_PHONE_INTL, text, intl, "e164")
     for m in _PHONE_NANP.finditer(text):
         yield m.start(), m.end(), "nanp"
-    for m in _PHONE_TRUNK.finditer(text):
-        end = _longest(m.group(0), lambda body: _well_formed(body) and checks.phone_digits(
-            _digits(body), international=False) and len(set(_SEPARATORS.findall(body.replace(") ", ")")))) <= 1)
-        if end:
-            yield m.start(), m.start() + end, "national"
+    yield from _scan(_PHONE_TRUNK, text, national, "national")
+
+
+def _scan(pattern: re.Pattern[str], text: str, valid: Callable[[str], bool], subtype: str) -> Iterator[Span]:
+    """Candidates of ``pattern`` trimmed to their longest valid prefix; after a phone the scan
+    resumes where it ended, so a list of numbers yields each of them."""
+    pos = 0
+    while (m := pattern.search(text, pos)) is not None:
+        length = _longest(m.group(0), valid)
+        if length:
+            yield m.start(), m.start() + length, subtype
+            pos = m.start() + length
+        else:
+            pos = m.start() + 1
 
 
 def _longest(candidate: str, valid: Callable[[str], bool]) -> int:
@@ -185,14 +202,20 @@ def detect(text: str) -> tuple[Hit, ...]:
     Text shaped like an IBAN of a known country is an IBAN or nothing: digits inside
     an IBAN with a bad checksum are not reported as a phone or card number."""
     shapes = [m.span() for m in _IBAN_SHAPE.finditer(text) if m.group(0)[:2] in checks.IBAN_LENGTHS]
-    taken: list[Hit] = []
+    shape_starts = [lo for lo, _ in shapes]
+    taken: list[Hit] = []  # sorted by start, never overlapping
+    starts: list[int] = []
     for kind, find in DETECTORS:
         for start, end, subtype in find(text):
-            if kind != "iban" and any(lo <= start < hi for lo, hi in shapes):
+            inside = bisect.bisect_right(shape_starts, start) - 1
+            if kind != "iban" and inside >= 0 and start < shapes[inside][1]:
                 continue
-            if all(end <= h.start or start >= h.end for h in taken):
-                taken.append(Hit(kind, start, end, subtype))
-    return tuple(sorted(taken, key=lambda h: h.start))
+            at = bisect.bisect_right(starts, start)
+            if (at and taken[at - 1].end > start) or (at < len(taken) and taken[at].start < end):
+                continue
+            taken.insert(at, Hit(kind, start, end, subtype))
+            starts.insert(at, start)
+    return tuple(taken)
 
 
 def redact(text: str, hits: tuple[Hit, ...] | list[Hit]) -> str:

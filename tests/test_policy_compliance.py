@@ -78,6 +78,12 @@ def test_without_compliance_a_header_cannot_be_honoured(header: str | None, stat
     assert (decision.denial.status if decision.denial else None) == status
 
 
+def test_a_tenant_default_class_that_does_not_exist_fails_closed() -> None:
+    decision = effective_class(TenantFacts("odd", None, "gone"), "restricted", COMPLIANCE)
+    assert decision.data_class is None
+    assert (decision.denial.status, decision.denial.rule) == (403, "tenants.odd.default_class")
+
+
 def test_lowering_and_raising_are_audited() -> None:
     assert [e.kind for e in effective_class(LAB, "public", COMPLIANCE).events] == ["class_lowered"]
     assert [e.kind for e in effective_class(ACME, "restricted", COMPLIANCE).events] == ["class_raised"]
