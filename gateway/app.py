@@ -9,6 +9,7 @@ registry) are built in the lifespan and kept on one :class:`Gateway` value.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -17,7 +18,10 @@ from gateway import config as config_mod
 from gateway.accounting import Accountant
 from gateway.config import Config
 from gateway.errors import GatewayError, internal_error
-from gateway.http import Receive, Request, Send, headers_of, read_body, send_error
+from gateway.health import HealthBook
+from gateway.http import Receive, Request, Send, headers_of, read_body, send_error, send_json
+from gateway.reload import ConfigWatcher
+from gateway.router import Router
 from gateway.metrics import Metrics
 from gateway.pricing import Price, cost_picousd, load_price_map, price_for
 from gateway.ledger.ledger import Ledger
@@ -39,6 +43,9 @@ class Gateway:
         self.upstream = UpstreamClient()
         self.ledger: Ledger | None = None
         self.accountant: Accountant | None = None
+        self.health: HealthBook | None = None
+        self.router = Router(self)
+        self.watcher = ConfigWatcher(self)
         self.price_map: dict[str, Any] = {}
         self._prices: dict[str, Price | None] = {}
         self.redis: Any = None
@@ -56,9 +63,28 @@ class Gateway:
         self.redis = connect(url)
         self.ledger = Ledger(self.redis, self.config, self.metrics)
         self.accountant = Accountant(self.metrics, self.ledger)
+        self.health = HealthBook(self.redis)
         await self.ledger.start()
+        try:
+            await self.health.start()
+        except Exception as exc:  # the store may be down at start: serve anyway (fail-open)
+            log.warning("could not read shared deployment health at startup: %s", exc)
+            self.health._task = asyncio.create_task(self.health._loop())
+        self.watcher.start()
+
+    def swap_config(self, config: Config) -> None:
+        """Hot reload: new requests use ``config``; requests in flight keep the one they started with."""
+        self.config = config
+        self._prices = {}
+        self.upstream.forget_timeouts()
+        if self.ledger is not None:
+            self.ledger.config = config
+            self.ledger.settings = config.tasks
 
     async def stop(self) -> None:
+        self.watcher.stop()
+        if self.health is not None:
+            await self.health.stop()
         await self.upstream.close()
         if self.ledger is not None:
             await self.ledger.stop()
@@ -108,6 +134,7 @@ class TaskgateApp:
             ("POST", "/chat/completions"): self._chat,
             ("POST", "/v1/embeddings"): self._embeddings,
             ("POST", "/embeddings"): self._embeddings,
+            ("POST", "/v1/route/explain"): self._explain,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -163,15 +190,23 @@ class TaskgateApp:
             metrics.in_flight.dec()
 
     async def _chat(self, req: Request, send: Send, receive: Receive) -> None:
-        call, plan = begin(self.gateway.config, req, "chat")
+        call, decision = await begin(self.gateway, req, "chat")
         if call.body.get("stream") is True:
-            await stream_chat(self.gateway, call, plan, send, receive)
+            await stream_chat(self.gateway, call, decision, send, receive)
         else:
-            await unary(self.gateway, call, plan, send)
+            await unary(self.gateway, call, decision, send)
 
     async def _embeddings(self, req: Request, send: Send, receive: Receive) -> None:
-        call, plan = begin(self.gateway.config, req, "embeddings")
-        await unary(self.gateway, call, plan, send)
+        call, decision = await begin(self.gateway, req, "embeddings")
+        await unary(self.gateway, call, decision, send)
+
+    async def _explain(self, req: Request, send: Send, receive: Receive) -> None:
+        """``POST /v1/route/explain``: the same body and headers as a chat request; a dry run."""
+        req.dry_run = True
+        call, decision = await begin(self.gateway, req, "chat")
+        body = decision.explain()
+        body["task_id"] = call.task.id
+        await send_json(send, 200, body, [(b"x-task-id", call.task.id.encode())])
 
 
 def _task_header(req: Request) -> list[tuple[bytes, bytes]]:

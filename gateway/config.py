@@ -21,6 +21,8 @@ import yaml
 from pydantic import ValidationError
 
 from gateway import config_schema as schema
+from policies.decide import Policies
+from policies.schema import check_references
 from providers import ADAPTERS, parse_model
 from providers.base import Deployment, Secret
 
@@ -83,6 +85,7 @@ class Config:
     ignored_sections: tuple[str, ...] = ()
     tasks: schema.TasksSection = field(default_factory=schema.TasksSection)
     budgets: schema.BudgetsSection = field(default_factory=schema.BudgetsSection)
+    policies: Policies = field(default_factory=Policies)
 
     @property
     def spool_dir(self) -> str:
@@ -210,6 +213,8 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
     disabled: list[Disabled] = []
     seen_ids: set[str] = set()
     per_name: dict[str, int] = defaultdict(int)
+    all_ids: dict[str, list[str]] = defaultdict(list)  # enabled or not, for reference checks
+    defaults = _deployment_defaults(doc)
     for index, entry in enumerate(doc.model_list):
         where = f"model_list[{index}]"
         dep_id = str(entry.model_info.get("id") or f"{entry.model_name}#{per_name[entry.model_name]}")
@@ -218,6 +223,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
             problems.append(Problem(f"{where}.model_info.id", repr(dep_id), "duplicate deployment id"))
             continue
         seen_ids.add(dep_id)
+        all_ids[entry.model_name].append(dep_id)
         groups.setdefault(entry.model_name, [])
         try:
             params = resolve_env(entry.litellm_params.model_dump(exclude_none=True), env)
@@ -226,13 +232,15 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
             continue
         params = _with_pricing(params, doc.pricing.deployments.get(dep_id))
         try:
-            groups[entry.model_name].append(_deployment(dep_id, entry, params))
+            groups[entry.model_name].append(_deployment(dep_id, entry, {**defaults, **params}))
         except ValueError as exc:
             problems.append(Problem(f"{where}.litellm_params.model", repr(params["model"]), str(exc)))
 
     for dep_id in doc.pricing.deployments:
         if dep_id not in seen_ids:
             problems.append(Problem(f"pricing.deployments.{dep_id}", "", "no deployment has this id (model_info.id)"))
+
+    problems += [Problem(k, v, r) for k, v, r in check_references(doc.routing, doc.compliance, doc.tenants, all_ids)]
 
     keys: dict[str, Tenant] = {}
     for index, key_entry in enumerate(doc.auth.keys if doc.auth else []):
@@ -264,7 +272,17 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         ignored_sections=tuple(sorted(doc.litellm_sections())),
         tasks=doc.tasks,
         budgets=doc.budgets,
+        policies=Policies(doc.routing, doc.compliance, MappingProxyType(dict(doc.tenants))),
     )
+
+
+def _deployment_defaults(doc: schema.Document) -> dict[str, Any]:
+    """``routing.timeouts`` and ``routing.retries`` apply to deployments that set none."""
+    if doc.routing is None:
+        return {}
+    t, r = doc.routing.timeouts, doc.routing.retries
+    return {"connect_timeout": t.connect_s, "stream_timeout": t.first_token_s, "timeout": t.total_s,
+            "max_retries": r.max}
 
 
 def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | None) -> dict[str, Any]:
@@ -313,3 +331,9 @@ def _deployment(dep_id: str, entry: schema.ModelEntry, params: dict[str, Any]) -
             {k: v for k, v in params.items() if k not in SECRET_KEYS}
         ),
     )
+
+
+def replace_store(config: Config, store: schema.StoreSection) -> Config:
+    from dataclasses import replace
+
+    return replace(config, store=store)

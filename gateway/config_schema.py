@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from policies.schema import ComplianceSection, RoutingSection, TenantPolicy
 from providers import ADAPTERS, parse_model
 
 # LiteLLM Proxy sections that Taskgate accepts and ignores, so that an existing
@@ -133,6 +134,9 @@ class Document(Strict):
     store: StoreSection = Field(default_factory=StoreSection)
     server: ServerSection = Field(default_factory=ServerSection)
     auth: AuthSection | None = None
+    routing: RoutingSection | None = None
+    compliance: ComplianceSection | None = None
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
     tasks: TasksSection = Field(default_factory=TasksSection)
     budgets: BudgetsSection = Field(default_factory=BudgetsSection)
     pricing: PricingSection = Field(default_factory=PricingSection)

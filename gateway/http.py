@@ -25,6 +25,7 @@ class Request:
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     task_id: str | None = None  # set once the task is known, so that errors carry it too
+    dry_run: bool = False  # /v1/route/explain: decide, but do not count, audit or deny
 
 
 def headers_of(scope: dict[str, Any]) -> dict[str, str]:

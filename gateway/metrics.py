@@ -68,6 +68,7 @@ class Metrics:
                                         ["policy", "decision"], registry=r)
         self.budget_remaining = Gauge("taskgate_budget_remaining_usd", "Budget left for the configured tenants",
                                       ["tenant", "period"], multiprocess_mode="mostrecent", registry=r)
+        self.config_reloads = Counter("taskgate_config_reloads", "Config reloads by result", ["result"], registry=r)
         self.build_info = Gauge("taskgate_build_info", "Build facts; always 1",
                                 ["version", "python", "litellm"], multiprocess_mode="max", registry=r)
         self.build_info.labels(*_build_facts()).set(1)

@@ -28,15 +28,15 @@ from gateway.http import Request, Send, parse_json_object, send_bytes
 from gateway.pricing import PICO, format_usd
 from gateway.records import AttemptRecord
 from gateway.upstream import UpstreamCallError
-from policies import routing
+from gateway.router import denial_error
+from policies.decide import Decision, still_allowed
+from policies.health import BreakerState, availability, backoff, retryable
+from policies.schema import BreakerSettings, RetrySettings
 from providers import ADAPTERS
 from providers.base import Adapter, Deployment, FailureReason, UpstreamFailure, Unsupported, Usage
 
 log = logging.getLogger("taskgate.proxy")
 
-RETRY_SAME = frozenset({FailureReason.SERVER_ERROR, FailureReason.UNAVAILABLE, FailureReason.TIMEOUT,
-                        FailureReason.PROTOCOL})
-TRY_NEXT = RETRY_SAME | {FailureReason.RATE_LIMITED, FailureReason.AUTH, FailureReason.NOT_FOUND}
 
 
 @dataclass(slots=True)
@@ -49,6 +49,7 @@ class Call:
     task: tasks.TaskRef
     model: str
     body: dict[str, Any]
+    config: Config
     started: float = field(default_factory=time.time)
     attempts: int = 0
     cost_picousd: int = 0
@@ -70,8 +71,9 @@ class Call:
         ]
 
 
-def begin(config: Config, req: Request, operation: str) -> tuple[Call, routing.Plan]:
+async def begin(gw: Any, req: Request, operation: str) -> tuple[Call, Decision]:
     """Everything that happens before the first upstream byte is sent."""
+    config = gw.config  # this request keeps this config to its end, whatever a reload does
     tenant = authenticate(req.headers, config.keys)
     body = parse_json_object(req.body)
     model = body.get("model")
@@ -79,17 +81,26 @@ def begin(config: Config, req: Request, operation: str) -> tuple[Call, routing.P
         raise BadRequest("'model' is required and must be a string", param="model", code="missing_model")
     task = tasks.identify(req.headers, body)
     req.task_id = task.id
-    try:
-        plan = routing.plan(config.groups, model, tuple(d.reason for d in config.disabled if d.model_name == model))
-    except routing.UnknownModel:
+    group = config.groups.get(model)
+    if group is None:
         raise NotFound(f"the model '{model}' does not exist; GET /v1/models lists the models",
-                       param="model", code="model_not_found") from None
-    except routing.NoDeployment as exc:
-        raise ServiceUnavailable(f"the model '{model}' has no enabled deployment: {exc}",
-                                 code="no_deployment") from None
-    call = Call(uuid.uuid4().hex, operation, tenant, task, model, body)
+                       param="model", code="model_not_found")
+    if not group:
+        reasons = "; ".join(d.reason for d in config.disabled if d.model_name == model)
+        raise ServiceUnavailable(f"the model '{model}' has no enabled deployment: {reasons}", code="no_deployment")
+    call = Call(uuid.uuid4().hex, operation, tenant, task, model, body, config)
     call.budget_picousd = task_budget(config, task.type, req.headers.get("x-task-budget-usd"))
-    return call, plan
+    remaining = None
+    if call.budget_picousd is not None and config.policies.routing is not None \
+            and config.policies.routing.for_model(model).strategy == "budget":
+        remaining = call.budget_picousd - await gw.ledger.task_spent(tenant.name, task.id)
+    decision = gw.router.decide(config, tenant.name, model, group, body, req.headers.get("x-data-class"), remaining)
+    if not req.dry_run:
+        gw.router.account(decision, task.id, tenant.name)
+    if decision.denial is not None and not req.dry_run:
+        raise denial_error(decision.denial)
+    call.body = dict(decision.body)  # redacted where the data class says so
+    return call, decision
 
 
 def task_budget(config: Config, task_type: str, header: str | None) -> int | None:
@@ -116,10 +127,16 @@ def worst_case_usage(body: dict[str, Any], default_max_output: int) -> Usage:
 
 
 class Schedule:
-    """(deployment, retry number) pairs in the order to try them, minus skipped deployments."""
+    """(deployment, retry number) pairs in the order to try them, minus skipped deployments.
 
-    def __init__(self, plan: routing.Plan) -> None:
-        self.items = [(dep, retry) for dep in plan.deployments for retry in range(dep.max_retries + 1)]
+    Only the decision's deployments are ever scheduled, so a retry or a fallback
+    cannot reach a deployment that policy excluded; :meth:`usable` checks again
+    (compliance and the breaker) right before each attempt.
+    """
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.items = [(dep, retry) for dep in decision.ordered for retry in range(dep.max_retries + 1)]
         self.skip: set[str] = set()
         self._next = 0
 
@@ -136,24 +153,26 @@ class Schedule:
 
 def next_step(failure: UpstreamFailure, retry: int, dep: Deployment) -> str:
     """What to do after a failed attempt: "retry" the same, try the "next", or "stop"."""
-    if failure.reason in RETRY_SAME and retry < dep.max_retries:
+    rule = retryable(failure.reason)
+    if rule.retry_same and retry < dep.max_retries:
         return "retry"
-    if failure.reason in TRY_NEXT:
+    if rule.try_next:
         return "next"
     return "stop"
 
 
-def backoff(retry: int) -> float:
-    return min(2.0, 0.1 * (2**retry)) * random.uniform(0.5, 1.0)
+def retry_delay(config: Config, retry: int) -> float:
+    settings = config.policies.routing.retries if config.policies.routing else RetrySettings()
+    return backoff(retry, settings.backoff_base_s, settings.backoff_max_s, random.random())
 
 
 class Attempts:
     """Runs the schedule for one call; subclasses (streaming) reuse the bookkeeping."""
 
-    def __init__(self, gw: Any, call: Call, plan: routing.Plan) -> None:
+    def __init__(self, gw: Any, call: Call, decision: Decision) -> None:
         self.gw = gw
         self.call = call
-        self.schedule = Schedule(plan)
+        self.schedule = Schedule(decision)
 
     async def admit(self) -> None:
         """Before the first upstream byte: the store check and the budget reservation."""
@@ -204,14 +223,36 @@ class Attempts:
                     final=step == "stop", waste_reason=waste)
         log.warning("deployment %s failed (%s %s): %s; next: %s", dep.id, failure.reason.value, failure.status,
                     failure.message, step)
+        self.gw.health.failed(dep, failure, self.breaker_settings)
         if step == "retry":
-            await asyncio.sleep(backoff(retry))
+            await asyncio.sleep(retry_delay(self.call.config, retry))
         return step
 
+    @property
+    def breaker_settings(self) -> BreakerSettings:
+        routing = self.call.config.policies.routing
+        return routing.breaker if routing else BreakerSettings()
 
-async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
+    def usable(self, dep: Deployment) -> bool:
+        """Right before an attempt: still compliant (always, by construction) and its breaker lets it through."""
+        if not still_allowed(self.schedule.decision, dep):
+            log.error("deployment %s is not allowed for this request; skipped", dep.id)
+            return False
+        return availability(self.gw.health.breakers.get(dep.id, BreakerState()), time.time(),
+                            self.breaker_settings).usable
+
+    def started(self, dep: Deployment) -> None:
+        self.gw.health.attempt_started(dep)
+
+    def succeeded(self, dep: Deployment, t0: float, ttft: float | None = None) -> None:
+        routing = self.call.config.policies.routing
+        alpha = routing.for_model(self.call.model).alpha if routing else 0.3
+        self.gw.health.succeeded(dep, time.monotonic() - t0, ttft, alpha)
+
+
+async def unary(gw: Any, call: Call, decision: Decision, send: Send) -> None:
     """A non-streaming chat completion or embeddings request."""
-    attempts = Attempts(gw, call, plan)
+    attempts = Attempts(gw, call, decision)
     last: tuple[Deployment, UpstreamFailure] | None = None
     unsupported: Unsupported | None = None
     for dep, retry in attempts.schedule:
@@ -222,7 +263,11 @@ async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
             unsupported = exc
             attempts.schedule.skip.add(dep.id)
             continue
+        if not attempts.usable(dep):
+            attempts.schedule.skip.add(dep.id)
+            continue
         await attempts.admit()
+        attempts.started(dep)
         started, t0 = time.time(), time.monotonic()
         try:
             reply = await gw.upstream.call(dep, up_req)
@@ -230,6 +275,7 @@ async def unary(gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
                 failure = adapter.error(dep, reply.status, reply.headers, reply.body)
             else:
                 out, usage = _parse(adapter, dep, call, reply.body)
+                attempts.succeeded(dep, t0)
                 cost = attempts.record(dep, started, t0, "ok", reply.status, None, usage, "provider", final=True)
                 headers = call.response_headers(dep)
                 headers.append((b"x-request-cost-usd", format_usd(cost).encode() if cost is not None else b"0"))

@@ -21,7 +21,7 @@ from gateway.estimate import estimate_usage
 from gateway.http import Receive, Send
 from gateway.proxy import Attempts, Call, final_error
 from gateway.upstream import UpstreamCallError, transport_failure
-from policies import routing
+from policies.decide import Decision
 from providers import ADAPTERS
 from providers.base import Deployment, FailureReason, StreamDecoder, UpstreamFailure, Unsupported
 
@@ -29,8 +29,8 @@ DONE = b"data: [DONE]\n\n"
 
 
 class StreamAttempts(Attempts):
-    def __init__(self, gw: Any, call: Call, plan: routing.Plan, send: Send) -> None:
-        super().__init__(gw, call, plan)
+    def __init__(self, gw: Any, call: Call, decision: Decision, send: Send) -> None:
+        super().__init__(gw, call, decision)
         self.send = send
         self.include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         self.started_response = False
@@ -49,16 +49,22 @@ class StreamAttempts(Attempts):
                 unsupported = exc
                 self.schedule.skip.add(dep.id)
                 continue
+            if not self.usable(dep):
+                self.schedule.skip.add(dep.id)
+                continue
             await self.admit()
+            self.started(dep)
             started, t0 = time.time(), time.monotonic()
             decoder = adapter.stream_decoder(dep, self.include_usage)
             self.current, self.ttft = (dep, started, t0, decoder), None
             failure = await self._one(dep, adapter, up_req, decoder, t0)
             self.current = None
             if failure is None:
+                self.succeeded(dep, t0, self.ttft)
                 self._account(dep, started, t0, decoder, "ok", None, final=True)
                 return
             if self.started_response:  # too late to fail over: tell the client in-band
+                self.gw.health.failed(dep, failure, self.breaker_settings)
                 self._account(dep, started, t0, decoder, "dropped", failure, final=True)
                 await self.send_body(error_event(from_upstream(dep, failure)), more=False)
                 return
@@ -138,8 +144,8 @@ def error_event(err: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def stream_chat(gw: Any, call: Call, plan: routing.Plan, send: Send, receive: Receive) -> None:
-    attempts = StreamAttempts(gw, call, plan, send)
+async def stream_chat(gw: Any, call: Call, decision: Decision, send: Send, receive: Receive) -> None:
+    attempts = StreamAttempts(gw, call, decision, send)
     if await until_disconnect(receive, attempts.run()):
         attempts.cancelled()
 

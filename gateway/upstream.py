@@ -54,6 +54,9 @@ class UpstreamClient:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
 
+    def forget_timeouts(self) -> None:
+        self._timeouts.clear()
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -63,8 +66,9 @@ class UpstreamClient:
         key = (dep.id, stream)
         timeout = self._timeouts.get(key)
         if timeout is None:
-            if stream:  # no total limit for a stream; a limit to first byte and between chunks
-                timeout = aiohttp.ClientTimeout(total=None, connect=dep.connect_timeout, sock_read=dep.stream_timeout)
+            if stream:  # a limit to the first byte and between chunks, and one for the whole stream
+                timeout = aiohttp.ClientTimeout(total=dep.timeout, connect=dep.connect_timeout,
+                                                sock_read=dep.stream_timeout)
             else:
                 timeout = aiohttp.ClientTimeout(total=dep.timeout, connect=dep.connect_timeout)
             self._timeouts[key] = timeout

@@ -58,7 +58,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--databases", "1000",
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", self.dir, "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")],
             stdin=subprocess.DEVNULL,
@@ -239,5 +239,12 @@ def model_entry(name: str, params: dict[str, Any], **info: Any) -> dict[str, Any
     return entry
 
 
+_next_db = iter(range(10, 1000))
+
+
 def base_config(redis_url: str, models: list[dict[str, Any]], **sections: Any) -> dict[str, Any]:
+    """A gateway config on a Redis DB of its own (``/0`` is replaced by a fresh DB number), so that
+    tasks and shared breaker state never leak between tests. Gateways started from one config share it."""
+    if redis_url.endswith("/0"):
+        redis_url = f"{redis_url[:-2]}/{next(_next_db)}"
     return {"model_list": models, "store": {"url": redis_url}, **sections}

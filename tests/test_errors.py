@@ -28,13 +28,17 @@ def gateway(fakes: Fakes, redis_server: Any, tmp_path_factory: pytest.TempPathFa
                     id="ollama-chat"),
         model_entry("down", {"model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{dead_port}/v1",
                              "api_key": "sk-x"}, id="nothing-listens"),
+        # the 429 tests open a circuit breaker; their deployments are their own
+        *[model_entry(f"rl-{k}", fakes.params(k), id=f"rl-{k}") for k in ("openai", "azure", "bedrock", "ollama")],
         model_entry("wrong-key", {**fakes.params("openai"), "api_key": "sk-wrong"}, id="openai-wrong-key"),
         model_entry("bad-sig", {**fakes.params("bedrock"), "aws_secret_access_key": "not-the-secret"},
                     id="bedrock-bad-sig"),
     ]
     cfg = base_config(redis_server.url, models,
                       auth={"keys": [{"key": "tg-key-tenant-a", "tenant": "a"}]},
-                      server={"max_body_bytes": 4096})
+                      server={"max_body_bytes": 4096},
+                      # these tests fail deployments on purpose, one after another; breakers are tested elsewhere
+                      routing={"breaker": {"failures": 1000}, "retries": {"max": 0}})
     gw = GatewayProcess(cfg, tmp_path_factory.mktemp("errors"))
     gw.start()
     yield gw
@@ -116,8 +120,8 @@ def test_invalid_task_id(gateway: GatewayProcess) -> None:
     assert_openai_error(resp, 400, "invalid_task_id")
 
 
-@pytest.mark.parametrize("model,fake", [("chat", "openai"), ("chat-azure", "azure"),
-                                        ("chat-bedrock", "bedrock"), ("chat-ollama", "ollama")])
+@pytest.mark.parametrize("model,fake", [("rl-openai", "openai"), ("rl-azure", "azure"),
+                                        ("rl-bedrock", "bedrock"), ("rl-ollama", "ollama")])
 def test_upstream_429_passes_through_with_retry_after(client: openai.OpenAI, fakes: Fakes, model: str,
                                                       fake: str) -> None:
     fakes.all[fake].fail("429", retry_after=7)

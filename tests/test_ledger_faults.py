@@ -157,7 +157,7 @@ def test_budget_overshoot_stays_bounded_under_concurrent_load(clean_fakes: Fakes
     wait_for(lambda: task(gws[0], "budgeted")["requests"] == outcomes.count("ok"), what="records")
     t = task(gws[0], "budgeted")
     assert t["cost_picousd"] <= budget * PICO, "reservations keep spend within the budget"
-    r = redis.Redis.from_url(redis_server.url)
+    r = redis.Redis.from_url(cfg["store"]["url"])
     assert r.hget("tg:task:default:budgeted", "reserved_pusd") in (b"0", None), "every reservation was released"
 
 

@@ -56,8 +56,9 @@ class Ledger:
         self.metrics = metrics
         self.settings = config.tasks
         self.scripts = {name: redis.register_script(getattr(scripts, name.upper()))
-                        for name in ("record", "complete", "sweep", "reserve")}
-        self.writer = Writer(redis, {"record": self.scripts["record"]}, Spool(config.spool_dir), self._on_result)
+                        for name in ("record", "complete", "sweep", "reserve", "audit")}
+        self.writer = Writer(redis, {name: self.scripts[name] for name in ("record", "audit")},
+                             Spool(config.spool_dir), self._on_result)
         self._loops: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------
@@ -111,6 +112,35 @@ class Ledger:
             "stream_maxlen": self.settings.records_stream_maxlen,
         }
         self.writer.submit(Op("record", orjson.dumps(arg).decode()))
+
+    def audit(self, entry: dict[str, Any], maxlen: int = 100_000) -> None:
+        """An audit entry (never prompt text), through the same batched, spooled writer."""
+        self.writer.submit(Op("audit", orjson.dumps({**entry, "maxlen": maxlen}).decode()))
+
+    async def read_audit(self, tenant: str | None, limit: int, before: str | None) -> dict[str, Any]:
+        """Newest first; ``tenant`` None means every tenant (admins)."""
+        await self.flush()
+        out: list[dict[str, Any]] = []
+        high = f"({before}" if before else "+"
+        while len(out) < limit:
+            page = await self.redis.xrevrange("tg:audit", high, "-", count=max(limit * 2, 50))
+            if not page:
+                break
+            for entry_id, fields in page:
+                entry = orjson.loads(fields[b"e"])
+                entry.pop("maxlen", None)
+                entry["id"] = entry_id.decode()
+                if tenant is None or entry.get("tenant") == tenant:
+                    out.append(entry)
+                    if len(out) == limit:
+                        break
+            high = f"({page[-1][0].decode()}"
+        return {"object": "list", "data": out, "next_before": out[-1]["id"] if len(out) == limit else None}
+
+    async def task_spent(self, tenant: str, task_id: str) -> int:
+        """What the task has spent plus what requests in flight reserved (for the budget strategy)."""
+        spent, reserved = await self.redis.hmget(f"tg:task:{tenant}:{task_id}", "cost_pusd", "reserved_pusd")
+        return int(spent or 0) + int(reserved or 0)
 
     def _on_result(self, op: Op, result: Any) -> None:
         # RECORD returns {2, type, cost, outcome} when the record ended a (one-request) task.

@@ -14,6 +14,8 @@ Keys (``{t}`` = tenant, ``{id}`` = task id, ``{day}`` = UTC yyyymmdd):
     tg:agg:{t}:{day}            hash: per task type and outcome totals of tasks that ended that day
     tg:spend:{t}:{period}       hash: a tenant's spent and reserved money for a day or month
     tg:records                  stream: every attempt record, for export (approximately bounded)
+    tg:audit                    stream: policy denials, redactions, escalations (no prompt text)
+    tg:health                   hash: circuit breaker state per deployment (gateway.health)
 """
 
 from __future__ import annotations
@@ -158,4 +160,11 @@ for _, s in ipairs(r.scopes) do
   if s[6] > 0 then redis.call('EXPIRE', s[1], s[6]) end
 end
 return {'ok'}
+"""
+
+# ARGV[1]: the audit entry as JSON, with the stream's approximate bound in ``maxlen``.
+AUDIT = r"""
+local e = cjson.decode(ARGV[1])
+redis.call('XADD', 'tg:audit', 'MAXLEN', '~', e.maxlen, '*', 'e', ARGV[1])
+return 1
 """

@@ -1,0 +1,99 @@
+"""Deployment health as the request path sees it: circuit breakers and latency.
+
+The breaker rules and the EWMA are pure functions in :mod:`policies.health` and
+:mod:`policies.strategies`; this module holds the current values and shares
+the breakers between gateway processes through one Redis hash
+(``tg:health``: deployment id -> state JSON), so that one replica's discovery
+(a 429, a dead upstream) protects the others within one sync interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from gateway.ledger.writer import UNREACHABLE
+from policies.health import BreakerState, begin_attempt, record_failure, record_success
+from policies.schema import BreakerSettings
+from policies.strategies import LatencySample, LatencyStats, update_ewma
+from providers.base import Deployment, UpstreamFailure
+
+log = logging.getLogger("taskgate.health")
+HEALTH_KEY = "tg:health"
+
+
+class HealthBook:
+    def __init__(self, redis: Any, sync_interval: float = 0.5) -> None:
+        self.redis = redis
+        self.sync_interval = sync_interval
+        self.breakers: dict[str, BreakerState] = {}
+        self.latency: dict[str, LatencyStats] = {}
+        self._dirty: dict[str, BreakerState] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._sync()
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # --- updates from the request path (in memory; published by the sync loop) --
+
+    def _set(self, dep_id: str, state: BreakerState) -> None:
+        if state != self.breakers.get(dep_id, BreakerState()):
+            self.breakers[dep_id] = state
+            self._dirty[dep_id] = state
+
+    def attempt_started(self, dep: Deployment) -> None:
+        self._set(dep.id, begin_attempt(self.breakers.get(dep.id, BreakerState()), time.time()))
+
+    def succeeded(self, dep: Deployment, latency_s: float, ttft_s: float | None, alpha: float) -> None:
+        self._set(dep.id, record_success(self.breakers.get(dep.id, BreakerState()), time.time()))
+        self.latency[dep.id] = update_ewma(self.latency.get(dep.id), LatencySample(latency_s, ttft_s), alpha)
+
+    def failed(self, dep: Deployment, failure: UpstreamFailure, settings: BreakerSettings) -> None:
+        before = self.breakers.get(dep.id, BreakerState())
+        after = record_failure(before, time.time(), settings, failure.reason, failure.retry_after)
+        if after.phase == "open" and before.phase != "open":
+            log.warning("circuit opened for deployment %s (%s) for %.1fs", dep.id, failure.reason.value,
+                        after.open_until - time.time())
+        self._set(dep.id, after)
+
+    # --- sharing through Redis ------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            try:
+                await self._sync()
+            except UNREACHABLE:
+                pass  # keep local state; the ledger writer reports the outage
+            except Exception:
+                log.exception("syncing deployment health failed")
+
+    async def _sync(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        pipe = self.redis.pipeline(transaction=False)
+        if dirty:
+            pipe.hset(HEALTH_KEY, mapping={k: orjson.dumps(v.to_dict()) for k, v in dirty.items()})
+        pipe.hgetall(HEALTH_KEY)
+        try:
+            shared = (await pipe.execute())[-1]
+        except UNREACHABLE:
+            self._dirty = {**dirty, **self._dirty}
+            raise
+        for raw_id, raw in shared.items():
+            dep_id = raw_id.decode()
+            if dep_id in self._dirty:
+                continue  # changed here since this sync started; ours is newer
+            try:
+                self.breakers[dep_id] = BreakerState.from_dict(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                continue
