@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.auth import authenticate
 from gateway.config import Tenant
-from gateway.errors import BadRequest, GatewayError, NotFound, error_body, error_headers
+from gateway.errors import BadRequest, GatewayError, NotFound, PolicyDenied, error_body, error_headers
 from gateway.tasks import TASK_ID
 
 STARTED = int(time.time())
@@ -129,6 +129,15 @@ def build_api(gw: Any) -> FastAPI:
         if since > until:
             raise BadRequest("'since' is after 'until'", param="since", code="invalid_period")
         return await gw.ledger.report(who, since, until)
+
+    @api.get("/v1/audit")
+    async def audit(request: Request, tenant: str | None = None, limit: int = Query(default=50, ge=1, le=500),
+                    before: str | None = None) -> dict[str, Any]:
+        """The policy audit log (denials, redactions, escalations): admins only."""
+        caller = tenant_of(request)
+        if not caller.admin:
+            raise PolicyDenied("the audit log needs an admin key", code="admin_required")
+        return await gw.ledger.read_audit(tenant, limit, before)
 
     @api.get("/metrics")
     async def metrics() -> Response:

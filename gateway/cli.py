@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
 
     add_ledger_commands(sub)
     # --- end ledger commands ---
+    from gateway.cli_audit import add_command as add_audit_command
+
+    add_audit_command(sub)
     return p
 
 

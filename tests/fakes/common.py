@@ -112,6 +112,7 @@ class BaseFake:
         self.billed = Billed()
         self.cached_tokens = 0
         self.chunk_delay = 0.0  # seconds between streamed events
+        self.delay = 0.0  # seconds before answering each request (a slow provider)
         self.disconnects = 0  # requests whose client went away before the response ended
         self._queue: deque[Behaviour] = deque()
         self._lock = threading.Lock()
@@ -129,6 +130,7 @@ class BaseFake:
         with self._lock:
             self._queue.clear()
             self.disconnects = 0
+            self.delay = self.chunk_delay = 0.0
         self.requests.clear()
         self.billed.reset()
 
@@ -163,6 +165,8 @@ class BaseFake:
         ex = Exchange(scope, receive, send, self._stopping)
         await ex.read_body()
         self.requests.append(ex.record())
+        if self.delay:
+            await asyncio.sleep(self.delay)
         await self.handle(ex)
 
     async def handle(self, ex: Exchange) -> None:  # pragma: no cover - abstract
