@@ -52,15 +52,7 @@ def build_api(gw: Any) -> FastAPI:
     def tenant_of(request: Request) -> Tenant:
         return authenticate({k.lower(): v for k, v in request.headers.items()}, gw.config.keys)
 
-    @api.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @api.get("/readyz")
-    async def readyz() -> Response:
-        if await gw.ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready", "store": "unreachable"}, status_code=503)
+    # /healthz and /readyz are answered by the ASGI app itself (gateway/app.py), before FastAPI loads.
 
     @api.get("/v1/models")
     @api.get("/models")
@@ -142,5 +134,8 @@ def build_api(gw: Any) -> FastAPI:
     @api.get("/metrics")
     async def metrics() -> Response:
         return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    from gateway.ui import mount_ui  # /ui: the cost page for teams without Grafana (gateway/ui.py)
+    mount_ui(api, gw, tenant_of)
 
     return api

@@ -10,8 +10,11 @@ registry) are built in the lifespan and kept on one :class:`Gateway` value.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 import os
+import threading
 from typing import Any
 
 from gateway import config as config_mod
@@ -23,7 +26,7 @@ from gateway.http import Receive, Request, Send, headers_of, read_body, send_err
 from gateway.reload import ConfigWatcher
 from gateway.router import Router
 from gateway.metrics import Metrics
-from gateway.pricing import Price, cost_picousd, load_price_map, price_for
+from gateway.pricing import Price, cost_picousd, load_price_map, map_keys, price_for
 from gateway.ledger.ledger import Ledger
 from gateway.proxy import Call, Schedule, begin, unary, worst_case_usage
 from gateway.store import STORE_URL_ENV, EmbeddedRedis, connect
@@ -52,7 +55,7 @@ class Gateway:
         self._embedded: EmbeddedRedis | None = None
 
     async def start(self) -> None:
-        self.price_map = load_price_map()
+        self.price_map = trimmed_price_map(self.config)
         await self.upstream.start()
         url = self.config.store.url
         if url == "embedded":
@@ -74,6 +77,7 @@ class Gateway:
 
     def swap_config(self, config: Config) -> None:
         """Hot reload: new requests use ``config``; requests in flight keep the one they started with."""
+        self.price_map = trimmed_price_map(config)
         self.config = config
         self._prices = {}
         self.upstream.forget_timeouts()
@@ -123,12 +127,17 @@ class Gateway:
             return False
 
 
+def trimmed_price_map(config: Config) -> dict[str, Any]:
+    """The price-map entries this config can use: the whole map is ~4,000 models and ~5 MB."""
+    full = load_price_map()
+    return {key: full[key] for dep in config.deployments for key in map_keys(dep) if key in full}
+
+
 class TaskgateApp:
     def __init__(self, config: Config) -> None:
-        from gateway.api import build_api  # FastAPI is only for the non-hot endpoints
-
         self.gateway = Gateway(config)
-        self.api = build_api(self.gateway)
+        self._api: Any = None  # the FastAPI app, built off the start-up path (see _build_api)
+        self._api_lock = threading.Lock()
         self.hot = {
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/chat/completions"): self._chat,
@@ -137,17 +146,47 @@ class TaskgateApp:
             ("POST", "/v1/route/explain"): self._explain,
         }
 
+    def _build_api(self) -> Any:
+        """FastAPI serves only the non-hot endpoints. Importing it costs ~0.2 s, so it is built
+        in a thread once the gateway is up (or by the first request that needs it), not before."""
+        with self._api_lock:
+            if self._api is None:
+                from gateway.api import build_api
+
+                self._api = build_api(self.gateway)
+        return self._api
+
+    def _warm_up(self) -> None:
+        """After start-up: build the API, then hand the memory that start-up freed (the full
+        price map, config parsing) back to the OS, so that an idle worker stays small."""
+        self._build_api()
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             handler = self.hot.get((scope["method"], scope["path"]))
             if handler is not None:
                 await self._serve(handler, scope, receive, send)
                 return
-            await self.api(scope, receive, send)
+            if scope["path"] in ("/healthz", "/readyz") and scope["method"] == "GET":
+                await self._health(scope["path"], send)
+                return
+            await (self._api or self._build_api())(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _health(self, path: str, send: Send) -> None:
+        """``/healthz``: the process is up. ``/readyz``: the store answers and the config is loaded."""
+        if path == "/healthz":
+            await send_json(send, 200, {"status": "ok"})
+        elif await self.gateway.ready():
+            await send_json(send, 200, {"status": "ready"})
         else:
-            await self.api(scope, receive, send)
+            await send_json(send, 503, {"status": "not ready", "store": "unreachable"})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -160,6 +199,7 @@ class TaskgateApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
+                asyncio.get_running_loop().run_in_executor(None, self._warm_up)
             elif message["type"] == "lifespan.shutdown":
                 await self.gateway.stop()
                 await send({"type": "lifespan.shutdown.complete"})

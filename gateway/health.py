@@ -24,6 +24,7 @@ from providers.base import Deployment, UpstreamFailure
 
 log = logging.getLogger("taskgate.health")
 HEALTH_KEY = "tg:health"
+_CLOSED = BreakerState()
 
 
 class HealthBook:
@@ -47,15 +48,20 @@ class HealthBook:
     # --- updates from the request path (in memory; published by the sync loop) --
 
     def _set(self, dep_id: str, state: BreakerState) -> None:
-        if state != self.breakers.get(dep_id, BreakerState()):
+        old = self.breakers.get(dep_id, _CLOSED)
+        if state is not old and state != old:
             self.breakers[dep_id] = state
             self._dirty[dep_id] = state
 
     def attempt_started(self, dep: Deployment) -> None:
-        self._set(dep.id, begin_attempt(self.breakers.get(dep.id, BreakerState()), time.time()))
+        state = self.breakers.get(dep.id)
+        if state is not None and state.phase != "closed":  # only half-open breakers count probes
+            self._set(dep.id, begin_attempt(state, time.time()))
 
     def succeeded(self, dep: Deployment, latency_s: float, ttft_s: float | None, alpha: float) -> None:
-        self._set(dep.id, record_success(self.breakers.get(dep.id, BreakerState()), time.time()))
+        state = self.breakers.get(dep.id)
+        if state is not None and state != _CLOSED:
+            self._set(dep.id, record_success(state, time.time()))
         self.latency[dep.id] = update_ewma(self.latency.get(dep.id), LatencySample(latency_s, ttft_s), alpha)
 
     def failed(self, dep: Deployment, failure: UpstreamFailure, settings: BreakerSettings) -> None:

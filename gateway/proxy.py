@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-import uuid
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -29,9 +29,9 @@ from gateway.pricing import PICO, format_usd
 from gateway.records import AttemptRecord
 from gateway.upstream import UpstreamCallError
 from gateway.router import denial_error
-from policies.decide import Decision, still_allowed
+from policies.decide import DEFAULT_ROUTING, Decision, still_allowed
 from policies.health import BreakerState, availability, backoff, retryable
-from policies.schema import BreakerSettings, RetrySettings
+from policies.schema import BreakerSettings
 from providers import ADAPTERS
 from providers.base import Adapter, Deployment, FailureReason, UpstreamFailure, Unsupported, Usage
 
@@ -88,7 +88,7 @@ async def begin(gw: Any, req: Request, operation: str) -> tuple[Call, Decision]:
     if not group:
         reasons = "; ".join(d.reason for d in config.disabled if d.model_name == model)
         raise ServiceUnavailable(f"the model '{model}' has no enabled deployment: {reasons}", code="no_deployment")
-    call = Call(uuid.uuid4().hex, operation, tenant, task, model, body, config)
+    call = Call(os.urandom(16).hex(), operation, tenant, task, model, body, config)
     call.budget_picousd = task_budget(config, task.type, req.headers.get("x-task-budget-usd"))
     remaining = None
     if call.budget_picousd is not None and config.policies.routing is not None \
@@ -162,7 +162,7 @@ def next_step(failure: UpstreamFailure, retry: int, dep: Deployment) -> str:
 
 
 def retry_delay(config: Config, retry: int) -> float:
-    settings = config.policies.routing.retries if config.policies.routing else RetrySettings()
+    settings = (config.policies.routing or DEFAULT_ROUTING).retries
     return backoff(retry, settings.backoff_base_s, settings.backoff_max_s, random.random())
 
 
@@ -231,7 +231,7 @@ class Attempts:
     @property
     def breaker_settings(self) -> BreakerSettings:
         routing = self.call.config.policies.routing
-        return routing.breaker if routing else BreakerSettings()
+        return (routing or DEFAULT_ROUTING).breaker
 
     def usable(self, dep: Deployment) -> bool:
         """Right before an attempt: still compliant (always, by construction) and its breaker lets it through."""

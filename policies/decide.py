@@ -33,6 +33,9 @@ from policies.verdicts import CHOSEN, FALLBACK, AuditEvent, Consideration, Denia
 from providers.base import Deployment
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Defaults for absent sections, built once (pydantic models are frozen; building them per request costs)
+DEFAULT_MODEL_ROUTING = ModelRouting()
+DEFAULT_ROUTING = RoutingSection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
     """
     routing, compliance = policies.routing, policies.compliance
     tenant = tenant_facts(facts.tenant, policies.tenants)
-    model_routing = routing.for_model(facts.model) if routing else ModelRouting()
+    model_routing = routing.for_model(facts.model) if routing else DEFAULT_MODEL_ROUTING
     ctx = _Context(facts, deployments, tenant, model_routing.strategy, compliance)
 
     cls = effective_class(tenant, facts.data_class_header, compliance)
@@ -130,7 +133,7 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
             f"no deployment of model '{facts.model}' that may receive this request can serve it: "
             f"{_reasons(capable.excluded)}"), "capability"), data_class, body)
 
-    healthy = filter_healthy(capable.allowed, health, now, routing.breaker if routing else BreakerSettings())
+    healthy = filter_healthy(capable.allowed, health, now, (routing or DEFAULT_ROUTING).breaker)
     ctx.excluded += healthy.excluded
     if not healthy.allowed:
         return ctx.deny(Denial(503, "no_compliant_deployment", (
@@ -163,7 +166,7 @@ def _output_tokens(body: Mapping[str, Any], routing: RoutingSection | None) -> i
     value = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    return routing.assumed_output_tokens if routing else RoutingSection().assumed_output_tokens
+    return (routing or DEFAULT_ROUTING).assumed_output_tokens
 
 
 def _reasons(items: Sequence[Consideration]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import PrivateAttr, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME = r"^[a-z][a-z0-9_.-]*$"  # data class names: lower case, compared case-insensitively
 PiiAction = Literal["allow", "redact", "escalate", "block"]
@@ -95,8 +95,14 @@ class RoutingSection(Strict):
             raise ValueError(f"'{value}' needs per-model settings; set it under routing.models.<name>")
         return value
 
+    _default_model: ModelRouting | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any) -> None:
+        # built once here, not per request: the section is frozen
+        self._default_model = ModelRouting(strategy=self.default_strategy)
+
     def for_model(self, model: str) -> ModelRouting:
-        return self.models.get(model) or ModelRouting(strategy=self.default_strategy)
+        return self.models.get(model) or self._default_model or ModelRouting(strategy=self.default_strategy)
 
 
 # --- compliance -----------------------------------------------------------------

@@ -8,6 +8,7 @@ forwarding. The tasks API reads and ends tasks through the other methods.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -31,8 +32,13 @@ OUTCOMES = ("succeeded", "failed")
 UNLIMITED = str(2**62)
 
 
+@functools.lru_cache(maxsize=4)
+def _day_of(day_number: int) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(day_number * 86400))
+
+
 def utc_day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%d")
+    return _day_of(int(ts // 86400))
 
 
 def spend_keys(tenant: str, period: tuple[str, str]) -> list[str]:
