@@ -11,6 +11,7 @@ before the workers start, and ``/metrics`` aggregates every worker's files.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import multiprocess
@@ -73,6 +74,7 @@ class Metrics:
                                 ["version", "python", "litellm"], multiprocess_mode="max", registry=r)
         self.build_info.labels(*_build_facts()).set(1)
         self._task_types: set[str] = set()
+        self._child_cache: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     def task_type_label(self, task_type: str) -> str:
         if task_type in self._task_types or len(self._task_types) < TASK_TYPE_CAP:
@@ -80,17 +82,32 @@ class Metrics:
             return task_type
         return "other"
 
+    def _children(self, model: str, provider: str) -> tuple[Any, ...]:
+        """The per-(model, provider) series of the hot path, looked up once (labels() takes a lock)."""
+        key = (model, provider)
+        found = self._child_cache.get(key)
+        if found is None:
+            found = self._child_cache[key] = (
+                self.requests.labels(model, provider, "200"), self.duration.labels(model, provider),
+                self.tokens.labels(model, provider, "input"), self.tokens.labels(model, provider, "output"),
+                self.cost.labels(model, provider))
+        return found
+
     def attempt(self, rec: AttemptRecord) -> None:
         model, provider = rec.model, rec.provider
-        status = str(rec.status) if rec.outcome == "ok" else rec.outcome
-        self.requests.labels(model, provider, status).inc()
-        self.duration.labels(model, provider).observe(rec.duration_s)
+        ok_requests, duration, tokens_in, tokens_out, cost_total = self._children(model, provider)
+        if rec.outcome == "ok" and rec.status == 200:
+            ok_requests.inc()
+        else:
+            status = str(rec.status) if rec.outcome == "ok" else rec.outcome
+            self.requests.labels(model, provider, status).inc()
+        duration.observe(rec.duration_s)
         if rec.ttft_s is not None:
             self.ttft.labels(model, provider).observe(rec.ttft_s)
         if rec.usage is not None:
             u = rec.usage
-            self.tokens.labels(model, provider, "input").inc(u.input_tokens)
-            self.tokens.labels(model, provider, "output").inc(u.output_tokens)
+            tokens_in.inc(u.input_tokens)
+            tokens_out.inc(u.output_tokens)
             if u.cached_input_tokens:
                 self.tokens.labels(model, provider, "cached_input").inc(u.cached_input_tokens)
             if u.reasoning_tokens:
@@ -105,8 +122,8 @@ class Metrics:
             if rec.usage is not None:
                 self.unpriced.labels(model, provider).inc()
         elif rec.cost_picousd:
-            cost = float(usd(rec.cost_picousd))
-            self.cost.labels(model, provider).inc(cost)
+            cost = rec.cost_picousd / 1e12  # a float is fine for a metric; the ledger keeps exact integers
+            cost_total.inc(cost)
             if rec.waste_reason:
                 self.waste.labels(rec.waste_reason).inc(cost)
 

@@ -26,8 +26,21 @@ class OpenAIStreamDecoder:
         self.usage: Usage | None = None
         self.done = False
         self.failure: UpstreamFailure | None = None
-        self.text: list[str] = []
         self._buf = b""
+        self._plain: list[bytes] = []  # forwarded without parsing; parsed only if text is needed
+
+    @property
+    def text(self) -> list[str]:
+        """The content and tool arguments streamed so far (for estimates when usage never came)."""
+        out: list[str] = []
+        for payload in self._plain:
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict):
+                _collect_text(chunk.get("choices") or [], out)
+        return out
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf + data
@@ -60,6 +73,9 @@ class OpenAIStreamDecoder:
         if payload == b"[DONE]":
             self.done = True
             return None
+        if not _needs_parsing(payload):  # the common content chunk: forward the bytes as they are
+            self._plain.append(payload)
+            return raw + b"\n\n" if raw.startswith(b"data: ") else b"data: " + payload + b"\n\n"
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -76,18 +92,26 @@ class OpenAIStreamDecoder:
         choices = chunk.get("choices") or []
         if not choices:
             return b"data: " + payload + b"\n\n" if usage is not None and self.include_usage else None
-        self._collect_text(choices)
+        self._plain.append(payload)
         return b"data: " + payload + b"\n\n"
 
-    def _collect_text(self, choices: list[Any]) -> None:
-        for choice in choices:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.text.append(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                args = (call.get("function") or {}).get("arguments")
-                if args:
-                    self.text.append(args)
+
+def _needs_parsing(payload: bytes) -> bool:
+    """Could this chunk carry usage, an error, or empty choices? Most content chunks cannot."""
+    if b'"error"' in payload or b'"choices":[]' in payload or b'"choices": []' in payload:
+        return True
+    return b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload
+
+
+def _collect_text(choices: list[Any], out: list[str]) -> None:
+    for choice in choices:
+        delta = choice.get("delta") or {} if isinstance(choice, dict) else {}
+        if delta.get("content"):
+            out.append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            args = (call.get("function") or {}).get("arguments")
+            if args:
+                out.append(args)
 
 
 def _data_of(raw: bytes) -> bytes | None:

@@ -42,9 +42,12 @@ local function end_task(t, member, outcome, now, day, retention)
 end
 """
 
-# ARGV[1]: the attempt record as JSON (see gateway.ledger.records.to_script_arg).
+# ARGV: attempt records, each as JSON (see gateway.ledger.ledger.Ledger.record); one call
+# takes a whole batch. Returns one result per record: {0} a duplicate (already counted),
+# {1} counted, {2, type, cost, outcome} counted and it ended a one-request task.
 RECORD = _END_TASK + r"""
-local r = cjson.decode(ARGV[1])
+local function record(line)
+local r = cjson.decode(line)
 local t = 'tg:task:' .. r.tenant .. ':' .. r.task_id
 local member = r.tenant .. '\31' .. r.task_id
 if not redis.call('SET', 'tg:seen:' .. r.request_id .. ':' .. r.attempt, '1', 'NX', 'EX', 604800) then
@@ -63,8 +66,9 @@ if r.budget ~= '' then redis.call('HSET', t, 'budget_pusd', r.budget) end
 if r.attempt == 0 then redis.call('HINCRBY', t, 'requests', 1) end
 redis.call('HINCRBY', t, 'attempts', 1)
 local d = 'd:' .. r.deployment .. ':'
-redis.call('HSET', t, d .. 'model', r.model, d .. 'provider', r.provider)
-redis.call('HINCRBY', t, d .. 'attempts', 1)
+if redis.call('HINCRBY', t, d .. 'attempts', 1) == 1 then
+  redis.call('HSET', t, d .. 'model', r.model, d .. 'provider', r.provider)
+end
 for _, f in ipairs({'input_tokens', 'output_tokens', 'cached_input_tokens', 'reasoning_tokens'}) do
   if r[f] > 0 then
     redis.call('HINCRBY', t, f, r[f])
@@ -78,7 +82,11 @@ if r.cost == '' then
 else
   redis.call('HINCRBY', t, 'cost_pusd', r.cost)
   redis.call('HINCRBY', t, d .. 'cost_pusd', r.cost)
-  for _, k in ipairs(r.spend_keys) do redis.call('HINCRBY', k, 'spent', r.cost) end
+  for _, k in ipairs(r.spend_keys) do
+    if redis.call('HINCRBY', k, 'spent', r.cost) == tonumber(r.cost) then  -- new key: give it a lifetime
+      redis.call('EXPIRE', k, 3456000)
+    end
+  end
   if r.waste_reason ~= '' then
     redis.call('HINCRBY', t, 'waste_pusd', r.cost)
     redis.call('HINCRBY', t, 'waste:' .. r.waste_reason, r.cost)
@@ -88,8 +96,6 @@ if r.reserved ~= '' then
   redis.call('HINCRBY', t, 'reserved_pusd', '-' .. r.reserved)
   for _, k in ipairs(r.spend_keys) do redis.call('HINCRBY', k, 'reserved', '-' .. r.reserved) end
 end
-for _, k in ipairs(r.spend_keys) do redis.call('EXPIRE', k, 3456000) end
-local line = ARGV[1]
 redis.call('RPUSH', t .. ':attempts', line)
 redis.call('LTRIM', t .. ':attempts', -1000, -1)
 redis.call('XADD', 'tg:records', 'MAXLEN', '~', r.stream_maxlen, '*', 'r', line)
@@ -107,6 +113,11 @@ if r.end_outcome ~= '' then
   return {2, ended[1], ended[2], r.end_outcome}
 end
 return {1}
+end
+
+local out = {}
+for i = 1, #ARGV do out[i] = record(ARGV[i]) end
+return out
 """
 
 # ARGV: tenant, task id, outcome, now, day, retention (s). Returns {code, ...}:
@@ -162,9 +173,13 @@ end
 return {'ok'}
 """
 
-# ARGV[1]: the audit entry as JSON, with the stream's approximate bound in ``maxlen``.
+# ARGV: audit entries as JSON, each with the stream's approximate bound in ``maxlen``.
 AUDIT = r"""
-local e = cjson.decode(ARGV[1])
-redis.call('XADD', 'tg:audit', 'MAXLEN', '~', e.maxlen, '*', 'e', ARGV[1])
-return 1
+local out = {}
+for i = 1, #ARGV do
+  local e = cjson.decode(ARGV[i])
+  redis.call('XADD', 'tg:audit', 'MAXLEN', '~', e.maxlen, '*', 'e', ARGV[i])
+  out[i] = 1
+end
+return out
 """

@@ -105,10 +105,19 @@ class Writer:
             self.on_result(op, result)
 
     async def _execute(self, batch: list[Op]) -> list[Any]:
+        """One script call per script name for the whole batch; a result per op, in order."""
+        groups: dict[str, list[int]] = {}
+        for i, op in enumerate(batch):
+            groups.setdefault(op.script, []).append(i)
         pipe = self.redis.pipeline(transaction=False)
-        for op in batch:
-            await self.scripts[op.script](args=[op.arg], client=pipe)
-        return await pipe.execute(raise_on_error=False)
+        for name, indexes in groups.items():
+            await self.scripts[name](args=[batch[i].arg for i in indexes], client=pipe)
+        replies = await pipe.execute(raise_on_error=False)
+        results: list[Any] = [None] * len(batch)
+        for (name, indexes), reply in zip(groups.items(), replies):
+            for n, i in enumerate(indexes):
+                results[i] = reply if isinstance(reply, RedisError) else reply[n]
+        return results
 
     async def _replay_loop(self) -> None:
         while True:
