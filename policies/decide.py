@@ -27,7 +27,7 @@ from policies.capabilities import ModelFacts, filter_capable, needs_of
 from policies.compliance import TenantFacts, apply_pii, check_deployment, effective_class, filter_deployments, \
     tenant_facts
 from policies.health import BreakerState, filter_healthy
-from policies.schema import BreakerSettings, ComplianceSection, ModelRouting, RoutingSection, TenantPolicy
+from policies.schema import ComplianceSection, ModelRouting, RoutingSection, TenantPolicy
 from policies.strategies import LatencyStats, PriceLike, StrategyInputs, order
 from policies.verdicts import CHOSEN, FALLBACK, AuditEvent, Consideration, Denial, excluded
 from providers.base import Deployment

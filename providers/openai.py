@@ -19,6 +19,7 @@ from providers.base import (
     parse_retry_after,
     reason_for_status,
 )
+from providers.openai_stream import OpenAIStreamDecoder
 from providers.openai_wire import usage_from_openai
 
 # Fields that clients send for the gateway (or for OpenAI's stored completions)
@@ -77,9 +78,7 @@ class OpenAIAdapter:
     ) -> tuple[bytes, Usage]:
         return raw, _usage_of(raw)  # the upstream honoured encoding_format itself
 
-    def stream_decoder(self, dep: Deployment, include_usage: bool) -> "OpenAIStreamDecoder":
-        from providers.openai_stream import OpenAIStreamDecoder
-
+    def stream_decoder(self, dep: Deployment, include_usage: bool) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(include_usage)
 
     def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
