@@ -173,6 +173,7 @@ class Attempts:
         self.gw = gw
         self.call = call
         self.schedule = Schedule(decision)
+        self.unsupported: Unsupported | None = None  # a deployment could not take the request
 
     async def admit(self) -> None:
         """Before the first upstream byte: the store check and the budget reservation."""
@@ -204,6 +205,22 @@ class Attempts:
         call.cost_picousd += cost or 0
         self.gw.accountant.attempt(rec)
         return cost
+
+    async def prepare(self, dep: Deployment, stream: bool) -> Any | None:
+        """Everything before an attempt: the upstream request, the policy and breaker checks, the
+        budget reservation. None when this deployment is to be skipped."""
+        try:
+            up_req = self.build(ADAPTERS[dep.kind], dep, stream)
+        except Unsupported as exc:
+            self.unsupported = exc
+            self.schedule.skip.add(dep.id)
+            return None
+        if not self.usable(dep):
+            self.schedule.skip.add(dep.id)
+            return None
+        await self.admit()
+        self.started(dep)
+        return up_req
 
     def build(self, adapter: Adapter, dep: Deployment, stream: bool) -> Any:
         call = self.call
@@ -254,20 +271,11 @@ async def unary(gw: Any, call: Call, decision: Decision, send: Send) -> None:
     """A non-streaming chat completion or embeddings request."""
     attempts = Attempts(gw, call, decision)
     last: tuple[Deployment, UpstreamFailure] | None = None
-    unsupported: Unsupported | None = None
     for dep, retry in attempts.schedule:
+        up_req = await attempts.prepare(dep, stream=False)
+        if up_req is None:
+            continue
         adapter = ADAPTERS[dep.kind]
-        try:
-            up_req = attempts.build(adapter, dep, stream=False)
-        except Unsupported as exc:
-            unsupported = exc
-            attempts.schedule.skip.add(dep.id)
-            continue
-        if not attempts.usable(dep):
-            attempts.schedule.skip.add(dep.id)
-            continue
-        await attempts.admit()
-        attempts.started(dep)
         started, t0 = time.time(), time.monotonic()
         try:
             reply = await gw.upstream.call(dep, up_req)
@@ -290,7 +298,7 @@ async def unary(gw: Any, call: Call, decision: Decision, send: Send) -> None:
         last = (dep, failure)
         if await attempts.failed(dep, retry, started, t0, failure) == "stop":
             break
-    raise final_error(last, unsupported)
+    raise final_error(last, attempts.unsupported)
 
 
 def _parse(adapter: Adapter, dep: Deployment, call: Call, raw: bytes) -> tuple[bytes, Usage]:

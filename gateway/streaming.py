@@ -23,7 +23,7 @@ from gateway.proxy import Attempts, Call, final_error
 from gateway.upstream import UpstreamCallError, transport_failure
 from policies.decide import Decision
 from providers import ADAPTERS
-from providers.base import Deployment, FailureReason, StreamDecoder, UpstreamFailure, Unsupported
+from providers.base import Deployment, FailureReason, StreamDecoder, UpstreamFailure
 
 DONE = b"data: [DONE]\n\n"
 
@@ -40,20 +40,11 @@ class StreamAttempts(Attempts):
 
     async def run(self) -> None:
         last: tuple[Deployment, UpstreamFailure] | None = None
-        unsupported: Unsupported | None = None
         for dep, retry in self.schedule:
+            up_req = await self.prepare(dep, stream=True)
+            if up_req is None:
+                continue
             adapter = ADAPTERS[dep.kind]
-            try:
-                up_req = self.build(adapter, dep, stream=True)
-            except Unsupported as exc:
-                unsupported = exc
-                self.schedule.skip.add(dep.id)
-                continue
-            if not self.usable(dep):
-                self.schedule.skip.add(dep.id)
-                continue
-            await self.admit()
-            self.started(dep)
             started, t0 = time.time(), time.monotonic()
             decoder = adapter.stream_decoder(dep, self.include_usage)
             self.current, self.ttft = (dep, started, t0, decoder), None
@@ -72,7 +63,7 @@ class StreamAttempts(Attempts):
             usage, source = self._usage(decoder)
             if await self.failed(dep, retry, started, t0, failure, usage, source) == "stop":
                 break
-        raise final_error(last, unsupported)
+        raise final_error(last, self.unsupported)
 
     async def _one(self, dep: Deployment, adapter: Any, up_req: Any, decoder: StreamDecoder,
                    t0: float) -> UpstreamFailure | None:

@@ -34,12 +34,12 @@ from providers.base import (
     reason_for_status,
     sse_event,
 )
+from providers.openai_wire import usage_to_openai
 from providers.bedrock_wire import (
     ERROR_TYPES,
     KIND,
     STOP_REASONS,
     converse_body,
-    openai_usage,
     unsupported,
     usage_from_bedrock,
 )
@@ -199,7 +199,7 @@ class BedrockAdapter:
                     "logprobs": None,
                 }
             ],
-            "usage": openai_usage(usage),
+            "usage": usage_to_openai(usage),
         }
         return orjson.dumps(response), usage
 
@@ -367,7 +367,7 @@ class BedrockStreamDecoder:
             "created": self._created,
             "model": self._model,
             "choices": [],
-            "usage": openai_usage(self.usage),
+            "usage": usage_to_openai(self.usage),
         }
         return [sse_event(orjson.dumps(chunk))]
 

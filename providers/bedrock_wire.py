@@ -272,12 +272,3 @@ def usage_from_bedrock(usage: Mapping[str, Any] | None) -> Usage:
         cached_input_tokens=read,
         cache_write_tokens=write,
     )
-
-
-def openai_usage(usage: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-    }

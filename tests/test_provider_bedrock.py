@@ -417,7 +417,7 @@ def test_chat_response_text() -> None:
     assert body["choices"] == [
         {"index": 0, "message": {"role": "assistant", "content": "Hello world"}, "finish_reason": "stop", "logprobs": None}
     ]
-    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "prompt_tokens_details": {"cached_tokens": 0}}
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
     assert usage == Usage(input_tokens=10, output_tokens=5)
 
 
@@ -554,7 +554,7 @@ def test_stream_text(step: int | None, include_usage: bool) -> None:
     if include_usage:
         assert all(c["usage"] is None for c in chunks[:-1])
         assert chunks[-1]["choices"] == []
-        assert chunks[-1]["usage"] == {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23, "prompt_tokens_details": {"cached_tokens": 8}}
+        assert chunks[-1]["usage"] == {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23, "prompt_tokens_details": {"cached_tokens": 8}, "completion_tokens_details": {"reasoning_tokens": 0}}
     else:
         assert all("usage" not in c and c["choices"] for c in chunks)
     assert decoder.usage == STREAM_USAGE
