@@ -407,14 +407,17 @@ def live(fakes: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
     binary("prometheus")
     fakes.reset()
     workdir = tmp_path_factory.mktemp("observability")
-    gw = GatewayProcess(gateway_config(fakes, redis_server.url), workdir, workers=WORKERS).start()
+    multiproc = workdir / "metrics"  # where each worker keeps its metrics; /metrics sums them
+    multiproc.mkdir()
+    gw = GatewayProcess(gateway_config(fakes, redis_server.url), workdir, workers=WORKERS,
+                        env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}).start()
     prom = Prometheus(workdir, [f"127.0.0.1:{gw.port}"])
     try:
         run_batch(gw.url, KEYS["warmup"], "warm")
         prom.start()
         prom.wait_for("count_over_time(taskgate_build_info[1m]) >= 2")  # a baseline of a few scrapes
         run_batch(gw.url, KEYS["team"], "main", fakes)
-        yield {"gateway": gw, "prometheus": prom, "traffic_done": time.monotonic()}
+        yield {"gateway": gw, "prometheus": prom, "traffic_done": time.monotonic(), "multiproc": multiproc}
     finally:
         prom.stop()
         gw.stop()
@@ -427,6 +430,9 @@ def test_cost_per_succeeded_task_in_prometheus_equals_the_ledger(live: dict[str,
     ledger = {row["task_type"]: row for row in report["task_types"]}
     assert set(ledger) == set(TYPES) and all(row["succeeded"] == 3 and row["failed"] == 2 for row in ledger.values())
     assert ledger[TYPES[0]]["attempts"] > ledger[TYPES[0]]["requests"]  # the retry and the fallback were billed
+    # both workers served calls (each keeps a histogram file of its own), so the sums span workers
+    served = {f.stem.rsplit("_", 1)[1] for f in live["multiproc"].glob("histogram_*.db")}
+    assert len(served) == WORKERS, served
 
     def prometheus_values() -> dict[tuple[str, str], float]:
         out = {}
@@ -442,8 +448,9 @@ def test_cost_per_succeeded_task_in_prometheus_equals_the_ledger(live: dict[str,
             expected[(f"taskgate:cost_per_succeeded_task_usd:ratio{window}", ttype)] = row["cost_per_succeeded_task_usd"]
             expected[(f"taskgate:task_success:ratio{window}", ttype)] = row["success_rate"]
 
-    # one scrape brings the last completions in, one rule evaluation (every 1 s here) records them
-    deadline = live["traffic_done"] + 2 * SCRAPE_S + 3
+    # one scrape brings the last completions in, one rule evaluation (every 1 s here) records them;
+    # the rest is slack for a busy machine (it takes about a second)
+    deadline = live["traffic_done"] + 2 * SCRAPE_S + 8
     while True:
         got = prometheus_values()
         # the ledger counts whole pico-dollars: cost per succeeded task is rounded down to one
@@ -452,8 +459,6 @@ def test_cost_per_succeeded_task_in_prometheus_equals_the_ledger(live: dict[str,
             break
         assert time.monotonic() < deadline, f"Prometheus {got} != ledger {expected}"
         time.sleep(0.2)
-    lag = time.monotonic() - live["traffic_done"]
-    assert lag <= 2 * SCRAPE_S + 3
 
 
 def test_every_rule_and_panel_expression_runs_and_reads_exported_series(live: dict[str, Any]) -> None:

@@ -109,15 +109,18 @@ def test_without_auth_the_page_is_open(gateway_factory: Any, fakes: Any, redis_s
     assert httpx.get(f"{gw.url}/ui/api/context").json()["tenants"] == [{"name": "default", "has_tasks": False}]
 
 
-def test_static_files_are_packaged() -> None:
-    """pyproject's package-data must ship gateway/ui/*, and the page must load nothing from outside."""
+def test_the_page_ships_with_the_package_and_loads_nothing_from_outside() -> None:
+    import tomllib
+
     from gateway.ui import STATIC
 
+    pyproject = tomllib.loads(Path(__file__).resolve().parent.parent.joinpath("pyproject.toml").read_text())
+    assert "ui/*" in pyproject["tool"]["setuptools"]["package-data"]["gateway"]
     assert {p.name for p in STATIC.iterdir()} >= {"index.html", "app.js", "app.css"}
     for p in STATIC.iterdir():
         text = p.read_text()
         assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text, p
-        assert "@import" not in text and "fonts.googleapis" not in text
+        assert "@import" not in text and "@font-face" not in text and "innerHTML" not in text, p
 
 
 # --- the page in a real browser ----------------------------------------------------
