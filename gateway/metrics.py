@@ -112,7 +112,7 @@ class Metrics:
                 self.tokens.labels(model, provider, "cached_input").inc(u.cached_input_tokens)
             if u.reasoning_tokens:
                 self.tokens.labels(model, provider, "reasoning").inc(u.reasoning_tokens)
-        if rec.outcome != "ok":
+        if rec.outcome not in ("ok", "cancelled"):  # a client's cancellation is not the upstream's error
             self.upstream_errors.labels(provider, rec.error_reason or rec.outcome).inc()
         if rec.waste_reason == "retry":
             self.retries.labels(model, provider).inc()
@@ -127,12 +127,15 @@ class Metrics:
             if rec.waste_reason:
                 self.waste.labels(rec.waste_reason).inc(cost)
 
-    def task_ended(self, task_type: str, outcome: str, cost_picousd: int) -> None:
+    def task_ended(self, task_type: str, outcome: str, cost_picousd: int, wasted_picousd: int = 0) -> None:
+        """``wasted_picousd``: the part of the task's cost already counted as retry, fallback or
+        cancelled waste, so that a failed task's waste is not counted twice."""
         label = self.task_type_label(task_type)
         self.tasks.labels(label, outcome).inc()
         self.task_cost.labels(label, outcome).observe(float(usd(cost_picousd)))
-        if outcome in ("failed", "abandoned") and cost_picousd:
-            self.waste.labels(f"{outcome}_task").inc(float(usd(cost_picousd)))
+        rest = cost_picousd - wasted_picousd
+        if outcome in ("failed", "abandoned") and rest > 0:
+            self.waste.labels(f"{outcome}_task").inc(float(usd(rest)))
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -151,7 +151,7 @@ class Ledger:
     def _on_result(self, op: Op, result: Any) -> None:
         # RECORD returns {2, type, cost, outcome} when the record ended a (one-request) task.
         if op.script == "record" and isinstance(result, list) and result and result[0] == 2:
-            self.metrics.task_ended(_s(result[1]), _s(result[3]), int(result[2]))
+            self.metrics.task_ended(_s(result[1]), _s(result[3]), int(result[2]), int(result[4]))
 
     async def flush(self) -> None:
         await self.writer.flush()
@@ -239,16 +239,22 @@ class Ledger:
 
     async def complete(self, tenant: str, task_id: str, outcome: str) -> dict[str, Any]:
         await self.flush()
-        now = time.time()
-        result = await self.scripts["complete"](
-            args=[tenant, task_id, outcome, str(now), utc_day(now), str(self.settings.retention_days * 86400)])
-        code = _s(result[0])
+        for wait in (0.05, 0.1, 0.2, 0.4, 0):
+            now = time.time()
+            result = await self.scripts["complete"](
+                args=[tenant, task_id, outcome, str(now), utc_day(now), str(self.settings.retention_days * 86400)])
+            code = _s(result[0])
+            if code != "missing" or not wait:
+                break
+            # Another worker or replica may still hold this task's first record in its write
+            # queue (a few ms): wait a little before answering 404.
+            await asyncio.sleep(wait)
         if code == "missing":
             raise NotFound(f"no task '{task_id}'", param="task_id", code="task_not_found")
         if code == "conflict":
             raise Conflict(f"task '{task_id}' already ended as '{_s(result[1])}'", code="task_already_ended")
         if code == "ended":
-            self.metrics.task_ended(_s(result[1]), outcome, int(result[2]))
+            self.metrics.task_ended(_s(result[1]), outcome, int(result[2]), int(result[4]))
         return await self.get(tenant, task_id)
 
     async def list(self, tenant: str, *, task_type: str | None, status: str | None, since: float | None,
@@ -307,9 +313,9 @@ class Ledger:
         cutoff = now - self.settings.idle_timeout_s
         result = await self.scripts["sweep"](
             args=[str(cutoff), str(now), utc_day(now), "500", str(self.settings.retention_days * 86400)])
-        for i in range(0, len(result), 2):
-            self.metrics.task_ended(_s(result[i]), "abandoned", int(result[i + 1]))
-        return len(result) // 2
+        for i in range(0, len(result), 3):
+            self.metrics.task_ended(_s(result[i]), "abandoned", int(result[i + 1]), int(result[i + 2]))
+        return len(result) // 3
 
     async def _sweep_loop(self) -> None:
         while True:

@@ -38,7 +38,7 @@ local function end_task(t, member, outcome, now, day, retention)
   redis.call('EXPIRE', agg, retention * 2)
   redis.call('EXPIRE', t, retention)
   redis.call('EXPIRE', t .. ':attempts', retention)
-  return {ttype, redis.call('HGET', t, 'cost_pusd') or '0'}
+  return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0'}
 end
 """
 
@@ -110,7 +110,7 @@ if status ~= 'open' then
 end
 if r.end_outcome ~= '' then
   local ended = end_task(t, member, r.end_outcome, now, r.day, r.retention)
-  return {2, ended[1], ended[2], r.end_outcome}
+  return {2, ended[1], ended[2], r.end_outcome, ended[3]}
 end
 return {1}
 end
@@ -129,11 +129,11 @@ local status = redis.call('HGET', t, 'status')
 if status == ARGV[3] then return {'same'} end
 if status ~= 'open' then return {'conflict', status} end
 local ended = end_task(t, ARGV[1] .. '\31' .. ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]))
-return {'ended', ended[1], ended[2], ARGV[3]}
+return {'ended', ended[1], ended[2], ARGV[3], ended[3]}
 """
 
 # ARGV: cutoff (last activity before it means idle), now, day, max tasks, retention.
-# Returns a flat list: type, cost, type, cost, ... of the tasks it abandoned.
+# Returns a flat list: type, cost, waste, type, cost, waste, ... of the tasks it abandoned.
 SWEEP = _END_TASK + r"""
 local out = {}
 local members = redis.call('ZRANGEBYSCORE', 'tg:open', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
@@ -145,6 +145,7 @@ for _, member in ipairs(members) do
     local ended = end_task(t, member, 'abandoned', ARGV[2], ARGV[3], tonumber(ARGV[5]))
     table.insert(out, ended[1])
     table.insert(out, ended[2])
+    table.insert(out, ended[3])
   else
     redis.call('ZREM', 'tg:open', member)
   end
