@@ -206,26 +206,17 @@ class TaskgateApp:
                 return
 
     async def _serve(self, handler: Any, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         metrics = self.gateway.metrics
         metrics.in_flight.inc()
         req = Request(scope["method"], scope["path"], headers_of(scope), b"")
         try:
             req.body = await read_body(receive, req.headers, self.gateway.config.server.max_body_bytes)
-            await handler(req, tracking_send, receive)
+            await handler(req, send, receive)
         except GatewayError as err:
-            if not started:
-                await send_error(send, err, _task_header(req))
+            await _send_error_if_unstarted(send, err, req)
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
-            if not started:
-                await send_error(send, internal_error(), _task_header(req))
+            await _send_error_if_unstarted(send, internal_error(), req)
         finally:
             metrics.in_flight.dec()
 
@@ -249,8 +240,14 @@ class TaskgateApp:
         await send_json(send, 200, body, [(b"x-task-id", call.task.id.encode())])
 
 
-def _task_header(req: Request) -> list[tuple[bytes, bytes]]:
-    return [(b"x-task-id", req.task_id.encode())] if req.task_id else []
+async def _send_error_if_unstarted(send: Send, err: GatewayError, req: Request) -> None:
+    """The error response, unless the response already started (a stream reports in-band;
+    the server refuses a second start, which is all this can do then)."""
+    headers = [(b"x-task-id", req.task_id.encode())] if req.task_id else []
+    try:
+        await send_error(send, err, headers)
+    except RuntimeError:
+        pass
 
 
 def create_app(config: Config | None = None) -> TaskgateApp:
