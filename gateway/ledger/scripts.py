@@ -30,9 +30,11 @@ local function end_task(t, member, outcome, now, day, retention)
   local agg = 'tg:agg:' .. tenant .. ':' .. day
   local p = ttype .. '|' .. outcome .. '|'
   redis.call('HINCRBY', agg, p .. 'tasks', 1)
-  for _, f in ipairs({'cost_pusd', 'requests', 'attempts', 'input_tokens', 'output_tokens',
-                      'waste_pusd', 'waste:retry', 'waste:fallback', 'waste:cancelled', 'unpriced'}) do
-    local v = redis.call('HGET', t, f)
+  local fields = {'cost_pusd', 'requests', 'attempts', 'input_tokens', 'output_tokens',
+                  'waste_pusd', 'waste:retry', 'waste:fallback', 'waste:cancelled', 'unpriced'}
+  local values = redis.call('HMGET', t, unpack(fields))
+  for i, f in ipairs(fields) do
+    local v = values[i]
     if v and v ~= '0' then redis.call('HINCRBY', agg, p .. f, v) end
   end
   redis.call('EXPIRE', agg, retention * 2)
@@ -61,7 +63,7 @@ if redis.call('HEXISTS', t, 'status') == 0 then  -- a budget reservation may hav
 end
 local status = redis.call('HGET', t, 'status')
 redis.call('HSET', t, 'updated_at', now)
-if status == 'open' then redis.call('ZADD', 'tg:open', now, member) end
+if status == 'open' and r.end_outcome == '' then redis.call('ZADD', 'tg:open', now, member) end
 if r.budget ~= '' then redis.call('HSET', t, 'budget_pusd', r.budget) end
 if r.attempt == 0 then redis.call('HINCRBY', t, 'requests', 1) end
 redis.call('HINCRBY', t, 'attempts', 1)
