@@ -158,3 +158,27 @@ def test_metadata_is_stripped_before_openai(client: openai.OpenAI, fakes: Fakes)
                                            metadata={"task_id": "from-metadata"})
     assert reply.choices[0].message.content == reply_text("openai")
     assert "metadata" not in fakes.openai.requests[-1]["json"]
+
+
+@pytest.mark.parametrize(
+    "headers,body_extra,expected",
+    [
+        ({"X-Task-Id": "from-header", "x-litellm-trace-id": "from-litellm"}, {"metadata": {"task_id": "from-meta"}},
+         "from-header"),
+        ({"x-litellm-trace-id": "from-litellm"}, {"metadata": {"task_id": "from-meta"}}, "from-meta"),
+        ({"x-litellm-trace-id": "from-litellm"}, {"litellm_session_id": "from-session"}, "from-litellm"),
+        ({}, {"litellm_session_id": "from-session"}, "from-session"),
+    ],
+)
+def test_task_id_sources_in_documented_order(client: openai.OpenAI, fakes: Fakes, headers: dict[str, str],
+                                             body_extra: dict[str, Any], expected: str) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="chat-openai", messages=PROMPT,
+                                                           extra_headers=headers, extra_body=body_extra)
+    assert raw.headers["x-task-id"] == expected
+    sent = fakes.openai.requests[-1]["json"]
+    assert "metadata" not in sent and "litellm_session_id" not in sent
+
+
+def test_generated_task_id_without_any_source(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="chat-openai", messages=PROMPT)
+    assert raw.headers["x-task-id"].startswith("req-")
