@@ -94,7 +94,8 @@ async def begin(gw: Any, req: Request, operation: str) -> tuple[Call, Decision]:
     if call.budget_picousd is not None and config.policies.routing is not None \
             and config.policies.routing.for_model(model).strategy == "budget":
         remaining = call.budget_picousd - await gw.ledger.task_spent(tenant.name, task.id)
-    decision = gw.router.decide(config, tenant.name, model, group, body, req.headers.get("x-data-class"), remaining)
+    decision = gw.router.decide(config, tenant.name, model, group, body, req.headers.get("x-data-class"), remaining,
+                                dry_run=req.dry_run)
     if not req.dry_run:
         gw.router.account(decision, task.id, tenant.name)
     if decision.denial is not None and not req.dry_run:

@@ -1,0 +1,55 @@
+"""The router's fast path for trivial decisions gives exactly what the full decision gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.app import Gateway, trimmed_price_map
+from gateway.config import parse
+from gateway.health import HealthBook
+from policies.health import BreakerState
+
+CONFIG = """
+model_list:
+  - {model_name: m, litellm_params: {model: openai/gpt-4o-mini, api_key: k}, model_info: {id: a}}
+  - {model_name: m, litellm_params: {model: azure/gpt-4o-mini, api_base: "https://x", api_key: k}, model_info: {id: b}}
+  - {model_name: m, litellm_params: {model: hosted_vllm/q, api_base: "http://h/v1"},
+     model_info: {id: c, max_input_tokens: 50, supports_streaming: false}}
+"""
+BODIES = [
+    {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    {"model": "m", "messages": [{"role": "user", "content": "x" * 400}]},  # over c's 50-token context
+    {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},  # c cannot stream
+    {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function",
+                                                                                "function": {"name": "f"}}]},
+]
+
+
+@pytest.fixture
+def gw() -> Any:
+    config = parse(CONFIG, "t.yaml", {})
+    g = Gateway(config)
+    g.price_map = trimmed_price_map(config)
+    g.health = HealthBook(redis=None)
+    return g
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("open_breaker", [None, "a"])
+def test_fast_path_matches_the_full_decision(gw: Any, body: dict[str, Any], open_breaker: str | None) -> None:
+    if open_breaker:
+        gw.health.breakers[open_breaker] = BreakerState("open", 5, 1e18, 0, "server_error")
+    group = gw.config.groups["m"]
+    fast = gw.router.decide(gw.config, "t", "m", group, body, None, None)
+    full = gw.router.decide(gw.config, "t", "m", group, body, None, None, dry_run=True)
+    assert [d.id for d in fast.ordered] == [d.id for d in full.ordered]
+    assert fast.denial == full.denial
+
+
+def test_fast_path_is_taken_only_when_trivial(gw: Any) -> None:
+    group = gw.config.groups["m"]
+    assert gw.router.decide(gw.config, "t", "m", group, BODIES[0], None, None).considered == ()
+    for body in BODIES[1:]:
+        assert gw.router.decide(gw.config, "t", "m", group, body, None, None).considered != ()
