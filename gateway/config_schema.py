@@ -94,6 +94,8 @@ class TasksSection(Strict):
     idle_timeout_s: float = Field(default=3600, gt=0)
     sweep_interval_s: float = Field(default=30, gt=0)
     retention_days: int = Field(default=30, ge=1)
+    # one-request tasks (no task id sent) are kept shorter: their cost lives on in the daily aggregates
+    one_request_retention_hours: int = Field(default=24, ge=1)
     records_stream_maxlen: int = Field(default=100_000, ge=1000)
     types: dict[str, TaskType] = Field(default_factory=dict)
 

@@ -114,7 +114,9 @@ class Ledger:
             "reserved": "" if not rec.reserved_picousd else str(rec.reserved_picousd),
             "budget": "" if rec.budget_picousd is None else str(rec.budget_picousd),
             "spend_keys": spend_keys(rec.tenant, rec.spend_period or period_of(rec.started_at)),
-            "day": utc_day(time.time()), "retention": self.settings.retention_days * 86400,
+            "day": utc_day(time.time()),
+            "retention": (self.settings.one_request_retention_hours * 3600 if rec.end_outcome
+                          else self.settings.retention_days * 86400),
             "stream_maxlen": self.settings.records_stream_maxlen,
         }
         self.writer.submit(Op("record", orjson.dumps(arg).decode()))
