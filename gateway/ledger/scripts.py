@@ -37,7 +37,7 @@ local function end_task(t, member, outcome, now, day, retention)
     local v = values[i]
     if v and v ~= '0' then redis.call('HINCRBY', agg, p .. f, v) end
   end
-  redis.call('EXPIRE', agg, retention * 2)
+  redis.call('EXPIRE', agg, 34560000)  -- daily aggregates feed reports: kept 400 days, whatever the task's retention
   redis.call('EXPIRE', t, retention)
   redis.call('EXPIRE', t .. ':attempts', retention)
   return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0'}
