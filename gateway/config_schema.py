@@ -96,7 +96,7 @@ class TasksSection(Strict):
     retention_days: int = Field(default=30, ge=1)
     # one-request tasks (no task id sent) are kept shorter: their cost lives on in the daily aggregates
     one_request_retention_hours: int = Field(default=24, ge=1)
-    records_stream_maxlen: int = Field(default=100_000, ge=1000)
+    records_stream_maxlen: int = Field(default=20_000, ge=1000)  # ~1 KB each in Redis
     types: dict[str, TaskType] = Field(default_factory=dict)
 
 
