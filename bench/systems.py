@@ -1,0 +1,212 @@
+"""The systems the benchmark measures: direct, the bare pass-through, Taskgate and the peers."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from common import BENCH, PEERS, ROOT, TEMPLATE_MOCK_BASE, git_rev
+
+# --------------------------------------------------------------------------
+# systems
+# --------------------------------------------------------------------------
+class Ctx:
+    def __init__(self, args, tmp: Path, mock_port: int, mock_pid: int, pin: bool):
+        self.args = args
+        self.tmp = tmp
+        self.mock_port = mock_port
+        self.mock_pid = mock_pid
+        self.mock_base = f"http://127.0.0.1:{mock_port}"
+        self.mock_v1 = f"{self.mock_base}/v1"
+        self.pin = pin
+        self.log_dir: Path | None = None
+
+
+class System:
+    """A thing to benchmark. Override command() (None = no process of its own)."""
+
+    name = "?"
+    description = ""
+    chat_path = "/v1/chat/completions"
+    ready_path = "/health"
+    model = "bench-model"
+    startup_timeout = 30.0
+
+    def available(self, ctx: Ctx) -> str | None:
+        """None if it can run here, else the reason it can't."""
+        return None
+
+    def headers(self, ctx: Ctx) -> dict[str, str]:
+        return {}
+
+    def command(self, ctx: Ctx, port: int, workdir: Path) -> list[str] | None:
+        raise NotImplementedError
+
+    def env(self, ctx: Ctx) -> dict[str, str]:
+        return {}
+
+    def version(self) -> str:
+        return ""
+
+
+def _dist_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return "?"
+
+
+class Direct(System):
+    name = "direct"
+    description = "the mock upstream itself (no gateway)"
+
+    def command(self, ctx, port, workdir):
+        return None
+
+    def version(self):
+        return f"httptools {_dist_version('httptools')}, uvloop {_dist_version('uvloop')}"
+
+
+class Passthrough(System):
+    name = "passthrough"
+    description = "bare ASGI pass-through: uvicorn+httptools+uvloop, one pooled aiohttp session"
+
+    def command(self, ctx, port, workdir):
+        return [sys.executable, str(BENCH / "passthrough.py"), "--host", "127.0.0.1",
+                "--port", str(port), "--upstream", ctx.mock_base]
+
+    def version(self):
+        return (f"uvicorn {_dist_version('uvicorn')}, aiohttp {_dist_version('aiohttp')}, "
+                f"uvloop {_dist_version('uvloop')}")
+
+
+def render_template(src: Path, dst: Path, ctx: Ctx) -> Path:
+    text = src.read_text()
+    text = text.replace(TEMPLATE_MOCK_BASE, ctx.mock_v1)
+    dst.write_text(text)
+    return dst
+
+
+class Taskgate(System):
+    name = "taskgate"
+    description = "taskgate serve --config bench/gateway.yaml"
+    ready_path = "/readyz"
+    startup_timeout = 60.0
+
+    def command(self, ctx, port, workdir):
+        cfg = render_template(BENCH / "gateway.yaml", workdir / "gateway.yaml", ctx)
+        a = ctx.args
+        if a.taskgate_cmd:
+            base = shlex.split(a.taskgate_cmd)
+        else:
+            exe = Path(sys.executable).with_name("taskgate")
+            if exe.exists():
+                base = [str(exe)]
+            elif shutil.which("taskgate"):
+                base = [shutil.which("taskgate")]
+            else:  # not installed: run the entry point from the source tree
+                base = [sys.executable, "-c",
+                        "import sys; from gateway.cli import main; sys.exit(main())"]
+        return base + ["serve", "--config", str(cfg), "--host", "127.0.0.1",
+                       "--port", str(port), "--workers", str(a.workers)]
+
+    def env(self, ctx):
+        pp = os.environ.get("PYTHONPATH")
+        return {"PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
+
+    def version(self):
+        return f"taskgate {_dist_version('taskgate')} @ {git_rev() or '?'}"
+
+
+# ---- peers ---------------------------------------------------------------
+# Installed by bench/setup_peers.sh into the git-ignored bench/.peers/.
+LITELLM_BIN = PEERS / "litellm-venv" / "bin" / "litellm"
+PORTKEY_DIR = PEERS / "portkey"
+PORTKEY_ENTRY = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+
+
+class LiteLLM(System):
+    """LiteLLM Proxy (litellm[proxy]==1.106.2 in bench/.peers/litellm-venv)."""
+
+    name = "litellm"
+    description = "LiteLLM Proxy 1.106.2, litellm --config ... --num_workers W"
+    ready_path = "/health/liveliness"
+    startup_timeout = 120.0
+
+    def available(self, ctx):
+        if not LITELLM_BIN.exists():
+            return f"not installed ({LITELLM_BIN.relative_to(ROOT)} missing: run bench/setup_peers.sh)"
+        return None
+
+    def command(self, ctx, port, workdir):
+        cfg = render_template(BENCH / "litellm.yaml", workdir / "litellm.yaml", ctx)
+        return [str(LITELLM_BIN), "--config", str(cfg), "--host", "127.0.0.1",
+                "--port", str(port), "--num_workers", str(ctx.args.workers)]
+
+    # LiteLLM refuses to start without a (strong) master key; no DB, so the
+    # check is a constant-time compare against this key on every request.
+    master_key = "sk-bench-5f0c7e2a9b3d4c1e8a6f2b7d9c0e1a3b"
+
+    def headers(self, ctx):
+        return {"Authorization": f"Bearer {self.master_key}"}
+
+    def env(self, ctx):
+        return {"LITELLM_MASTER_KEY": self.master_key,
+                "PYTHONPATH": "",
+                "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "True"}
+
+
+    def version(self):
+        hits = sorted(LITELLM_BIN.parent.parent.glob("lib/python*/site-packages/litellm-*.dist-info"))
+        return ("litellm " + hits[-1].name[len("litellm-"):-len(".dist-info")]) if hits else "?"
+
+
+class Portkey(System):
+    """Portkey AI Gateway (npm @portkey-ai/gateway in bench/.peers/portkey)."""
+
+    name = "portkey"
+    description = "Portkey gateway (node), x-portkey-provider: openai + custom host"
+    ready_path = "/"
+    startup_timeout = 30.0
+
+    def available(self, ctx):
+        if not PORTKEY_ENTRY.exists():
+            return f"not installed ({PORTKEY_ENTRY.relative_to(ROOT)} missing: run bench/setup_peers.sh)"
+        if not shutil.which("node"):
+            return "node not found"
+        return None
+
+    def headers(self, ctx):
+        return {"x-portkey-provider": "openai", "x-portkey-custom-host": ctx.mock_v1}
+
+    def command(self, ctx, port, workdir):
+        return [shutil.which("node") or "node", str(PORTKEY_ENTRY), f"--port={port}", "--headless"]
+
+    def env(self, ctx):
+        return {"NODE_ENV": "production"}
+
+    def version(self):
+        try:
+            pk = json.loads((PORTKEY_ENTRY.parent.parent / "package.json").read_text())["version"]
+            hono = json.loads((PORTKEY_DIR / "node_modules/@hono/node-server/package.json").read_text())
+            return f"@portkey-ai/gateway {pk} (@hono/node-server {hono['version']}), node {_node_version()}"
+        except (OSError, ValueError, KeyError):
+            return "?"
+
+
+def _node_version() -> str:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+SYSTEMS: dict[str, type[System]] = {c.name: c for c in (Direct, Passthrough, Taskgate, LiteLLM, Portkey)}
+
+
