@@ -93,7 +93,8 @@ class Ledger:
 
     # --- writing -----------------------------------------------------------------
 
-    def record(self, rec: AttemptRecord) -> None:
+    def record(self, rec: AttemptRecord) -> str:
+        """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""
         u = rec.usage
         arg = {
             "tenant": rec.tenant, "task_id": rec.task_id, "task_type": rec.task_type,
@@ -119,7 +120,9 @@ class Ledger:
                           else self.settings.retention_days * 86400),
             "stream_maxlen": self.settings.records_stream_maxlen,
         }
-        self.writer.submit(Op("record", orjson.dumps(arg).decode()))
+        line = orjson.dumps(arg).decode()
+        self.writer.submit(Op("record", line))
+        return line
 
     def audit(self, entry: dict[str, Any], maxlen: int = 100_000) -> None:
         """An audit entry (never prompt text), through the same batched, spooled writer."""
