@@ -130,6 +130,9 @@ def test_fail_closed_refuses_while_the_store_is_down(clean_fakes: Fakes, gateway
             return False
 
         wait_for(refused, timeout=10, what="fail-closed 503")
+        # the process is up, but not ready without its store
+        assert httpx.get(gw.url + "/healthz").status_code == 200
+        assert httpx.get(gw.url + "/readyz").status_code == 503
     finally:
         store.stop()
 
