@@ -111,7 +111,7 @@ class Taskgate(System):
                 base = [shutil.which("taskgate")]
             else:  # not installed: run the entry point from the source tree
                 base = [sys.executable, "-c",
-                        "import sys; from gateway.cli import main; sys.exit(main())"]
+                        "import sys; from gateway.cli.main import main; sys.exit(main())"]
         return base + ["serve", "--config", str(cfg), "--host", "127.0.0.1",
                        "--port", str(port), "--workers", str(a.workers)]
 

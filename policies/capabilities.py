@@ -34,7 +34,7 @@ class ModelFacts:
 
 
 def model_facts(dep: Deployment, entry: Mapping[str, Any] | None) -> ModelFacts:
-    """Facts from the price-map ``entry`` (as :func:`gateway.pricing.load_price_map` keeps
+    """Facts from the price-map ``entry`` (as :func:`gateway.accounting.pricing.load_price_map` keeps
     them), overridden by the deployment's ``model_info``."""
     merged = {k: v for k, v in (entry or {}).items() if k in FACT_KEYS and v is not None}
     merged.update({k: v for k, v in dep.model_info.items() if k in FACT_KEYS and v is not None})

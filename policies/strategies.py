@@ -35,7 +35,7 @@ PICO = Decimal(10) ** 12
 
 
 class PriceLike(Protocol):
-    """USD per token, like :class:`gateway.pricing.Price`."""
+    """USD per token, like :class:`gateway.accounting.pricing.Price`."""
 
     input: Decimal
     output: Decimal

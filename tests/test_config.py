@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config as cfg
-from gateway.config import ConfigError, parse, resolve_env, MissingEnv
+from gateway.config import load as cfg
+from gateway.config.load import ConfigError, parse, resolve_env, MissingEnv
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,13 +12,13 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from gateway.config import parse
+from gateway.config.load import parse
 from gateway.errors import Conflict, NotFound, RateLimited
 from gateway.ledger.ledger import Ledger, period_of
-from gateway.metrics import Metrics
-from gateway.pricing import PICO
-from gateway.records import AttemptRecord
-from gateway.store import connect
+from gateway.accounting.metrics import Metrics
+from gateway.accounting.pricing import PICO
+from gateway.accounting.records import AttemptRecord
+from gateway.store.embedded import connect
 from providers.base import Usage
 
 

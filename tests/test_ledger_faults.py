@@ -17,7 +17,7 @@ import openai
 import pytest
 import redis
 
-from gateway.pricing import PICO
+from gateway.accounting.pricing import PICO
 from tests.conftest import Fakes, RedisServer, base_config, model_entry
 
 PROMPT = [{"role": "user", "content": "count these five words"}]

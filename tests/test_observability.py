@@ -34,7 +34,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import TASK_TYPE_CAP, Metrics
+from gateway.accounting.metrics import TASK_TYPE_CAP, Metrics
 from tests.conftest import ROOT, GatewayProcess, base_config, free_port, model_entry
 
 RULES = ROOT / "config" / "prometheus" / "rules.yml"

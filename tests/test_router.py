@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, trimmed_price_map
-from gateway.config import parse
-from gateway.health import HealthBook
+from gateway.edge.asgi import Gateway, trimmed_price_map
+from gateway.config.load import parse
+from gateway.proxy.health import HealthBook
 from policies.health import BreakerState
 
 CONFIG = """

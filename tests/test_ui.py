@@ -112,10 +112,10 @@ def test_without_auth_the_page_is_open(gateway_factory: Any, fakes: Any, redis_s
 def test_the_page_ships_with_the_package_and_loads_nothing_from_outside() -> None:
     import tomllib
 
-    from gateway.ui import STATIC
+    from gateway.edge.ui import STATIC
 
     pyproject = tomllib.loads(Path(__file__).resolve().parent.parent.joinpath("pyproject.toml").read_text())
-    assert "ui/*" in pyproject["tool"]["setuptools"]["package-data"]["gateway"]
+    assert "edge/static/*" in pyproject["tool"]["setuptools"]["package-data"]["gateway"]
     assert {p.name for p in STATIC.iterdir()} >= {"index.html", "app.js", "app.css"}
     for p in STATIC.iterdir():
         text = p.read_text()

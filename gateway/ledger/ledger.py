@@ -17,15 +17,15 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Config
+from gateway.config.load import Config
 from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
 from gateway.ledger import scripts
 from gateway.ledger.spool import Spool
 from gateway.ledger.summary import report_rows, task_summary
 from gateway.ledger.writer import UNREACHABLE, Op, Writer
-from gateway.metrics import Metrics
-from gateway.pricing import PICO, format_usd
-from gateway.records import AttemptRecord
+from gateway.accounting.metrics import Metrics
+from gateway.accounting.pricing import PICO, format_usd
+from gateway.accounting.records import AttemptRecord
 
 log = logging.getLogger("taskgate.ledger")
 OUTCOMES = ("succeeded", "failed")

@@ -6,7 +6,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
-from gateway.pricing import PICO, usd
+from gateway.accounting.pricing import PICO, usd
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
 WASTE_REASONS = ("retry", "fallback", "cancelled")

@@ -2,7 +2,7 @@
 
 Two proxy endpoints form the hot path and are served by plain ASGI handlers
 (``POST /v1/chat/completions`` and ``POST /v1/embeddings``). Everything else —
-health, models, metrics, tasks — is a FastAPI app (:mod:`gateway.api`) that
+health, models, metrics, tasks — is a FastAPI app (:mod:`gateway.edge.api`) that
 this app delegates to. Clients with a lifetime (HTTP pool, Redis, metrics
 registry) are built in the lifespan and kept on one :class:`Gateway` value.
 """
@@ -17,21 +17,23 @@ import os
 import threading
 from typing import Any
 
-from gateway import config as config_mod
-from gateway.accounting import Accountant
-from gateway.config import Config
+from gateway.config import load as config_mod
+from gateway.accounting.accountant import Accountant
+from gateway.config.load import Config
 from gateway.errors import GatewayError, internal_error
-from gateway.health import HealthBook
-from gateway.http import Receive, Request, Send, headers_of, read_body, send_error, send_json
-from gateway.reload import ConfigWatcher
-from gateway.router import Router
-from gateway.metrics import Metrics
-from gateway.pricing import Price, cost_picousd, load_price_map, map_keys, price_for
+from gateway.proxy.health import HealthBook
+from gateway.edge.http import Receive, Request, Send, headers_of, read_body, send_error, send_json
+from gateway.config.reload import ConfigWatcher
+from gateway.proxy.router import Router
+from gateway.accounting.metrics import Metrics
+from gateway.accounting.pricing import Price, cost_picousd, load_price_map, map_keys, price_for
 from gateway.ledger.ledger import Ledger
-from gateway.proxy import Call, Schedule, begin, unary, worst_case_usage
-from gateway.store import STORE_URL_ENV, EmbeddedRedis, connect
-from gateway.streaming import stream_chat
-from gateway.upstream import UpstreamClient
+from gateway.proxy.attempts import Schedule
+from gateway.proxy.begin import Call, begin, worst_case_usage
+from gateway.proxy.unary import unary
+from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, connect
+from gateway.proxy.streaming import stream_chat
+from gateway.proxy.transport import UpstreamClient
 from providers.base import Deployment, Usage
 
 log = logging.getLogger("taskgate")
@@ -151,7 +153,7 @@ class TaskgateApp:
         in a thread once the gateway is up (or by the first request that needs it), not before."""
         with self._api_lock:
             if self._api is None:
-                from gateway.api import build_api
+                from gateway.edge.api import build_api
 
                 self._api = build_api(self.gateway)
         return self._api

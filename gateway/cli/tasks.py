@@ -1,6 +1,6 @@
 """The ledger commands: ``taskgate tasks``, ``tasks show``, ``tasks complete`` and ``report``.
 
-They talk to a running gateway over HTTP (:mod:`gateway.cli_client`), never to
+They talk to a running gateway over HTTP (:mod:`gateway.cli.client`), never to
 its store. Parsing times and formatting money are pure functions; the rest
 prints with rich. Every failure ends as one line on stderr and exit code 1
 (argparse's usage errors exit 2).
@@ -17,8 +17,8 @@ import time
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Sequence
 
-from gateway.cli_client import DEFAULT_URL, CLIError, Client
-from gateway.cli_format import (_positive_int, _when_arg, fmt_ago, fmt_int, fmt_iso, fmt_ratio, fmt_time, fmt_usd,
+from gateway.cli.client import DEFAULT_URL, CLIError, Client
+from gateway.cli.format import (_positive_int, _when_arg, fmt_ago, fmt_int, fmt_iso, fmt_ratio, fmt_time, fmt_usd,
                                 parse_when, plain, to_decimal, usd_amount)  # noqa: F401 - parse_when is re-exported
 
 URL_ENV = "TASKGATE_URL"

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from typing import Sequence
 
-from gateway import config as config_mod
+from gateway.config import load as config_mod
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     import uvicorn
 
-    from gateway.store import STORE_URL_ENV, EmbeddedRedis, StoreError
+    from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, StoreError
 
     os.environ["TASKGATE_CONFIG"] = os.path.abspath(cfg.source)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     level = os.environ.get("TASKGATE_LOG_LEVEL", "INFO").upper()
     try:
         uvicorn.run(
-            "gateway.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+            "gateway.edge.asgi:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
             http="httptools", loop="uvloop", lifespan="on", access_log=False, log_config=log_config(level),
             timeout_graceful_shutdown=10,
         )
@@ -98,12 +98,12 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config")
     check.add_argument("--config", help="config file (default: $TASKGATE_CONFIG, else config/gateway.yaml)")
     check.set_defaults(func=cmd_check)
-    # --- ledger commands: tasks, tasks show, tasks complete, report (gateway/cli_tasks.py) ---
-    from gateway.cli_tasks import add_commands as add_ledger_commands
+    # --- ledger commands: tasks, tasks show, tasks complete, report (gateway/cli/tasks.py) ---
+    from gateway.cli.tasks import add_commands as add_ledger_commands
 
     add_ledger_commands(sub)
     # --- end ledger commands ---
-    from gateway.cli_audit import add_command as add_audit_command
+    from gateway.cli.audit import add_command as add_audit_command
 
     add_audit_command(sub)
     return p

@@ -16,8 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import multiprocess
 
-from gateway.records import AttemptRecord
-from gateway.pricing import usd
+from gateway.accounting.records import AttemptRecord
+from gateway.accounting.pricing import usd
 
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
 

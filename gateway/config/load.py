@@ -1,6 +1,6 @@
 """Load, validate and resolve a gateway config (YAML) into frozen values.
 
-The raw YAML is validated by the pydantic models in :mod:`gateway.config_schema`;
+The raw YAML is validated by the pydantic models in :mod:`gateway.config.schema`;
 this module resolves environment references and builds the frozen
 :class:`Config` that the rest of the gateway reads. Every problem is reported as
 a :class:`ConfigError` that names the key, the value (never a secret) and the
@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import ValidationError
 
-from gateway import config_schema as schema
+from gateway.config import schema as schema
 from policies.decide import Policies
 from policies.schema import check_references
 from providers import ADAPTERS, parse_model

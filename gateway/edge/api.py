@@ -14,10 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.auth import authenticate
-from gateway.config import Tenant
+from gateway.edge.auth import authenticate
+from gateway.config.load import Tenant
 from gateway.errors import BadRequest, GatewayError, NotFound, PolicyDenied, error_body, error_headers
-from gateway.tasks import TASK_ID
+from gateway.proxy.tasks import TASK_ID
 
 STARTED = int(time.time())
 
@@ -52,7 +52,7 @@ def build_api(gw: Any) -> FastAPI:
     def tenant_of(request: Request) -> Tenant:
         return authenticate({k.lower(): v for k, v in request.headers.items()}, gw.config.keys)
 
-    # /healthz and /readyz are answered by the ASGI app itself (gateway/app.py), before FastAPI loads.
+    # /healthz and /readyz are answered by the ASGI app itself (gateway/edge/asgi.py), before FastAPI loads.
 
     @api.get("/v1/models")
     @api.get("/models")
@@ -135,7 +135,7 @@ def build_api(gw: Any) -> FastAPI:
     async def metrics() -> Response:
         return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    from gateway.ui import mount_ui  # /ui: the cost page for teams without Grafana (gateway/ui.py)
+    from gateway.edge.ui import mount_ui  # /ui: the cost page for teams without Grafana (gateway/edge/ui.py)
     mount_ui(api, gw, tenant_of)
 
     return api

@@ -17,10 +17,12 @@ from typing import Any
 import orjson
 
 from gateway.errors import from_upstream
-from gateway.estimate import estimate_usage
-from gateway.http import Receive, Send
-from gateway.proxy import Attempts, Call, final_error
-from gateway.upstream import UpstreamCallError, transport_failure
+from gateway.accounting.estimate import estimate_usage
+from gateway.edge.http import Receive, Send
+from gateway.proxy.attempts import Attempts
+from gateway.proxy.begin import Call
+from gateway.proxy.unary import final_error
+from gateway.proxy.transport import UpstreamCallError, transport_failure
 from policies.decide import Decision
 from providers import ADAPTERS
 from providers.base import Deployment, FailureReason, StreamDecoder, UpstreamFailure

@@ -13,9 +13,9 @@ import random
 import time
 from typing import Any, Mapping
 
-from gateway.config import Config
+from gateway.config.load import Config
 from gateway.errors import BadRequest, GatewayError, PolicyDenied, RateLimited, ServiceUnavailable
-from gateway.pricing import map_keys
+from gateway.accounting.pricing import map_keys
 from policies.capabilities import ModelFacts, model_facts
 from policies.compliance import tenant_facts
 from policies.decide import Decision, RequestFacts, decide

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.metrics import Metrics
-from gateway.records import AttemptRecord
+from gateway.accounting.metrics import Metrics
+from gateway.accounting.records import AttemptRecord
 
 usage_log = logging.getLogger("taskgate.usage")
 

@@ -1,6 +1,6 @@
 """``/ui``: a small cost page for teams without Grafana, served by the gateway itself.
 
-The page (``gateway/ui/``: index.html, app.js, app.css) is static and holds no
+The page (``gateway/edge/static/``: index.html, app.js, app.css) is static and holds no
 data. It reads the gateway's own JSON API (``/v1/reports/tasks``, ``/v1/tasks``
 and ``/ui/api/context`` below) with an admin key that the user types in; the key
 stays in the tab's sessionStorage and goes out as ``Authorization: Bearer``.
@@ -28,10 +28,10 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from gateway.config import Tenant
+from gateway.config.load import Tenant
 from gateway.errors import NotFound, PolicyDenied
 
-STATIC = Path(__file__).with_name("ui")
+STATIC = Path(__file__).with_name("static")
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 HEADERS = {
     "cache-control": "no-cache",

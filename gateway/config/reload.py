@@ -13,7 +13,7 @@ import os
 import signal
 from typing import Any
 
-from gateway import config as config_mod
+from gateway.config import load as config_mod
 
 log = logging.getLogger("taskgate.reload")
 POLL_S = 1.0
