@@ -31,6 +31,7 @@ class GatewayError(Exception):
     status = 500
     type = "internal_error"
     default_code: str | None = None
+    task_id: str | None = None  # set once the request's task is known, so that the error response names it
 
     def __init__(
         self,
@@ -132,8 +133,8 @@ def from_upstream(dep: Deployment, failure: UpstreamFailure) -> GatewayError:
 
 def redact(dep: Deployment, text: str) -> str:
     """Upstream messages may echo our credentials ("Incorrect API key provided: sk-...")."""
-    for secret in (dep.api_key, dep.aws_access_key_id, dep.aws_secret_access_key, dep.aws_session_token):
-        if secret is not None and secret.get():
+    for secret in dep.credentials.secrets():
+        if secret.get():
             text = text.replace(secret.get(), "***")
     return text
 

@@ -7,6 +7,8 @@
                               known not to support vision
     capability.context        the estimated prompt tokens exceed ``max_input_tokens``
     capability.streaming      ``stream: true`` and ``model_info.supports_streaming`` is false
+    capability.params         the request uses an answer-changing parameter that the
+                              deployment's adapter cannot honour (``Adapter.supported_params``)
 
 What is not known is allowed: a model missing from the price map keeps its place.
 A deployment's own ``model_info`` (``supports_function_calling``, ``supports_vision``,
@@ -31,14 +33,21 @@ class ModelFacts:
     supports_vision: bool | None = None
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    supported_params: frozenset[str] | None = None  # None: every parameter is passed through
 
 
-def model_facts(dep: Deployment, entry: Mapping[str, Any] | None) -> ModelFacts:
+def model_facts(dep: Deployment, entry: Mapping[str, Any] | None,
+                supported_params: frozenset[str] | None = None) -> ModelFacts:
     """Facts from the price-map ``entry`` (as :func:`gateway.accounting.pricing.load_price_map` keeps
-    them), overridden by the deployment's ``model_info``."""
+    them), overridden by the deployment's ``model_info``; ``supported_params`` from its adapter."""
     merged = {k: v for k, v in (entry or {}).items() if k in FACT_KEYS and v is not None}
     merged.update({k: v for k, v in dep.model_info.items() if k in FACT_KEYS and v is not None})
-    return ModelFacts(**merged)
+    return ModelFacts(**merged, supported_params=supported_params)
+
+
+def unsupported_params(params: frozenset[str], facts: ModelFacts) -> list[str]:
+    """The parameters in ``params`` that a deployment with ``facts`` cannot honour, sorted."""
+    return [] if facts.supported_params is None else sorted(params - facts.supported_params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +58,15 @@ class Needs:
     vision: bool = False
     prompt_tokens: int = 0
     stream: bool = False
+    params: frozenset[str] = frozenset()  # answer-changing parameters in use
 
 
-def needs_of(body: Mapping[str, Any], prompt_tokens: int) -> Needs:
+def needs_of(body: Mapping[str, Any], prompt_tokens: int, params: frozenset[str] = frozenset()) -> Needs:
     messages = [m for m in body.get("messages") or () if isinstance(m, Mapping)]
     images = any(isinstance(part, Mapping) and part.get("type") == "image_url"
                  for m in messages if isinstance(m.get("content"), list) for part in m["content"])
     return Needs(tools=bool(body.get("tools") or body.get("functions")), vision=images,
-                 prompt_tokens=prompt_tokens, stream=bool(body.get("stream")))
+                 prompt_tokens=prompt_tokens, stream=bool(body.get("stream")), params=params)
 
 
 Check = Callable[[Needs, ModelFacts, Deployment], "str | None"]
@@ -71,6 +81,8 @@ CHECKS: tuple[tuple[str, Check], ...] = (
         else None),
     ("capability.streaming", lambda n, f, d: "streaming is off for this deployment (model_info.supports_streaming)"
         if n.stream and d.model_info.get("supports_streaming") is False else None),
+    ("capability.params", lambda n, f, d: f"provider '{d.kind}' does not support the parameter(s) "
+        f"{', '.join(missing)}" if (missing := unsupported_params(n.params, f)) else None),
 )
 
 

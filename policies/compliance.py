@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from policies import pii
@@ -96,6 +97,10 @@ def effective_class(tenant: TenantFacts, header_value: str | None,
 # --- 2. personal data ------------------------------------------------------------------
 
 
+def _counts(counts: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(counts))
+
+
 @dataclass(frozen=True, slots=True)
 class PiiDecision:
     data_class: str | None  # the class after any escalation
@@ -110,7 +115,7 @@ def apply_pii(body: Mapping[str, Any], data_class: str | None,
               compliance: ComplianceSection | None) -> PiiDecision:
     """Apply the ``pii`` rules of ``data_class`` (and of each class it escalates to)."""
     if compliance is None or data_class is None:
-        return PiiDecision(data_class, body, frozen({}), frozen({}))
+        return PiiDecision(data_class, body, _counts({}), _counts({}))
     found = pii.detect_body(body)
     counts = Counter(h.kind for f in found for h in f.hits)
     events: list[AuditEvent] = []
@@ -123,7 +128,7 @@ def apply_pii(body: Mapping[str, Any], data_class: str | None,
             rule = f"compliance.data_classes[{cls}].pii.{blocked[0]}"
             reason = f"the request contains {_kinds(blocked, counts)}, which data class '{cls}' blocks"
             events.append(AuditEvent("denial", rule, reason, frozen({k: counts[k] for k in blocked})))
-            return PiiDecision(cls, body, frozen(counts), frozen({}), Denial(403, "pii_blocked", reason, rule),
+            return PiiDecision(cls, body, _counts(counts), _counts({}), Denial(403, "pii_blocked", reason, rule),
                                tuple(events))
         escalating = [k for k, a in actions.items() if a == "escalate"]
         if not escalating:
@@ -135,13 +140,13 @@ def apply_pii(body: Mapping[str, Any], data_class: str | None,
         cls = target
     to_redact = frozenset(k for k, a in actions.items() if a == "redact")
     if not to_redact:
-        return PiiDecision(cls, body, frozen(counts), frozen({}), None, tuple(events))
+        return PiiDecision(cls, body, _counts(counts), _counts({}), None, tuple(events))
     redacted = {k: counts[k] for k in sorted(to_redact)}
     fields = sorted({f.where for f in found if any(h.kind in to_redact for h in f.hits)})
     events.append(AuditEvent("redaction", f"compliance.data_classes[{cls}].pii",
                              f"redacted {_kinds(sorted(to_redact), counts)}",
                              frozen({**redacted, "fields": ", ".join(fields)})))
-    return PiiDecision(cls, pii.redact_body(body, found, to_redact), frozen(counts), frozen(redacted), None,
+    return PiiDecision(cls, pii.redact_body(body, found, to_redact), _counts(counts), _counts(redacted), None,
                        tuple(events))
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-from policies.capabilities import ModelFacts, filter_capable, needs_of
+from policies.capabilities import ModelFacts, filter_capable, needs_of, unsupported_params
 from policies.compliance import TenantFacts, apply_pii, check_deployment, effective_class, filter_deployments, \
     tenant_facts
 from policies.health import BreakerState, filter_healthy
@@ -46,6 +46,7 @@ class RequestFacts:
     data_class_header: str | None = None  # X-Data-Class as sent
     prompt_tokens: int = 0  # the gateway's estimate of the prompt
     budget_remaining_picousd: int | None = None  # the task's remaining budget; None: no budget
+    params: frozenset[str] = frozenset()  # answer-changing parameters in use (providers.canonical.params_in_use)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class Decision:
                             "reason": c.reason, "position": c.position} for c in self.considered],
             "denial": None if self.denial is None else {
                 "status": self.denial.status, "code": self.denial.code, "message": self.denial.message,
-                "rule": self.denial.rule, "retry_after": self.denial.retry_after},
+                "rule": self.denial.rule, "retry_after": self.denial.retry_after, "param": self.denial.param},
             "pii_found": dict(self.pii_found), "redacted": dict(self.redacted),
             "audit_events": [{"kind": e.kind, "rule": e.rule, "reason": e.reason, "detail": dict(e.detail)}
                              for e in self.audit_events],
@@ -126,8 +127,15 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
             f"no deployment of model '{facts.model}' may receive data of class '{data_class}' for tenant "
             f"'{tenant.name}': {_reasons(compliant.excluded)}"), "compliance"), data_class, body)
 
-    capable = filter_capable(compliant.allowed, needs_of(body, facts.prompt_tokens), model_facts)
+    capable = filter_capable(compliant.allowed, needs_of(body, facts.prompt_tokens, facts.params), model_facts)
     ctx.excluded += capable.excluded
+    if not capable.allowed and all(c.rule == "capability.params" for c in capable.excluded):
+        missing = sorted({p for d in compliant.allowed
+                          for p in unsupported_params(facts.params, model_facts.get(d.id, ModelFacts()))})
+        return ctx.deny(Denial(400, "unsupported_parameter", (
+            f"no deployment of model '{facts.model}' that may receive this request supports the parameter(s) "
+            f"{', '.join(missing)}: {_reasons(capable.excluded)}"), "capability.params",
+            param=missing[0] if missing else None), data_class, body)
     if not capable.allowed:
         return ctx.deny(Denial(400, "no_capable_deployment", (
             f"no deployment of model '{facts.model}' that may receive this request can serve it: "

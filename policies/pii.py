@@ -29,6 +29,7 @@ A :class:`Hit` records the kind and the position only; never the matched text.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -285,8 +286,12 @@ def redact_body(body: Mapping[str, Any], found: tuple[FieldHits, ...], kinds: fr
     for field in found:
         chosen = tuple(h for h in field.hits if h.kind in kinds)
         if chosen:
-            out = _replace(out, field.path, lambda text, c=chosen: redact(text, c))
-    return out
+            out = _replace(out, field.path, functools.partial(_redact_with, chosen))
+    return dict(out)
+
+
+def _redact_with(hits: tuple[Hit, ...], text: str) -> str:
+    return redact(text, hits)
 
 
 def _replace(node: Any, path: Path, change: Callable[[str], str]) -> Any:

@@ -37,8 +37,11 @@ PICO = Decimal(10) ** 12
 class PriceLike(Protocol):
     """USD per token, like :class:`gateway.accounting.pricing.Price`."""
 
-    input: Decimal
-    output: Decimal
+    @property
+    def input(self) -> Decimal: ...
+
+    @property
+    def output(self) -> Decimal: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ class Denial:
     message: str  # safe for the client: names rules and kinds, never request text
     rule: str
     retry_after: float | None = None  # seconds, for 429/503
+    param: str | None = None  # the request parameter the denial is about, if one is
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,14 @@ surface is used, which takes the deployment name in the body's ``model``.
 from __future__ import annotations
 
 from providers.base import Deployment
-from providers.openai import OpenAIAdapter
+from providers.openai import OpenAIAdapter, api_key_of
 
 DEFAULT_API_VERSION = "2024-10-21"
 
 
 class AzureAdapter(OpenAIAdapter):
     kind = "azure"
-    required_params = ("api_base",)
+    required_params: tuple[str, ...] = ("api_base",)
     default_base = None
     keeps_metadata_with_store = False
 
@@ -28,4 +28,5 @@ class AzureAdapter(OpenAIAdapter):
         return f"{base}/openai/deployments/{dep.model}/{operation}?api-version={version}"
 
     def auth_headers(self, dep: Deployment) -> dict[str, str]:
-        return {"api-key": dep.api_key.get()} if dep.api_key else {}
+        key = api_key_of(dep)
+        return {"api-key": key} if key else {}

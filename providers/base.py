@@ -1,19 +1,16 @@
-"""The provider adapter interface.
+"""The provider adapter interface and the values adapters share.
 
-An adapter translates between the OpenAI wire format that clients speak and one
-provider's wire format. It does no I/O: the gateway owns the HTTP client, and an
-adapter only turns a request into an :class:`UpstreamRequest` and upstream bytes
-back into OpenAI bytes plus normalised :class:`Usage`.
+An adapter translates between the canonical form (:mod:`providers.canonical`)
+and one provider's wire. It does no I/O: the gateway owns the HTTP client.
 
-Four steps, one per method of :class:`Adapter`:
-
-    chat_request     OpenAI request body      -> UpstreamRequest
-    chat_response    upstream response bytes  -> (OpenAI response bytes, Usage)
-    stream_decoder   upstream stream bytes    -> OpenAI SSE events (+ Usage at the end)
-    error            upstream error response  -> UpstreamFailure
+    chat_request     ChatRequest               -> UpstreamRequest
+    chat_response    upstream response bytes   -> ChatResult (with normalised Usage)
+    stream_decoder   upstream stream bytes     -> canonical StreamEvents (+ Usage)
+    error            upstream error response   -> UpstreamFailure
 
 Embeddings follow the same pattern with ``embeddings_request`` and
-``embeddings_response``.
+``embeddings_response``. Each kind declares its credentials type, the
+litellm_params it requires and the answer-changing parameters it supports.
 """
 
 from __future__ import annotations
@@ -21,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+if TYPE_CHECKING:
+    from providers.canonical import ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, StreamEvent
 
 
 class Secret:
@@ -48,6 +48,33 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A bearer-style key (OpenAI, Azure, vLLM, llama.cpp; optional for local servers)."""
+
+    key: Secret | None = None
+
+    def secrets(self) -> tuple[Secret, ...]:
+        return (self.key,) if self.key is not None else ()
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSigV4:
+    """What SigV4 signs with: the region and the access key (Bedrock)."""
+
+    region: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+
+    def secrets(self) -> tuple[Secret, ...]:
+        return tuple(s for s in (self.access_key_id, self.secret_access_key, self.session_token) if s is not None)
+
+
+Credentials = ApiKey | AwsSigV4
+NO_CREDENTIALS = ApiKey()
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One upstream deployment of a public model, as an adapter needs it."""
 
@@ -56,18 +83,14 @@ class Deployment:
     kind: str  # provider kind: openai, azure, bedrock, hosted_vllm, ollama_chat, ...
     model: str  # the upstream model id or Azure deployment name
     api_base: str | None = None
-    api_key: Secret | None = None
+    credentials: Credentials = NO_CREDENTIALS  # the kind's own type (Adapter.credentials builds it)
     api_version: str | None = None
-    aws_region_name: str | None = None
-    aws_access_key_id: Secret | None = None
-    aws_secret_access_key: Secret | None = None
-    aws_session_token: Secret | None = None
     timeout: float = 600.0  # seconds, whole non-streaming call
     stream_timeout: float = 60.0  # seconds, to first byte and between stream chunks
     connect_timeout: float = 5.0
     max_retries: int = 0
     model_info: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    litellm_params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    litellm_params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # no secrets
 
     @property
     def provider(self) -> str:
@@ -126,41 +149,52 @@ class UpstreamFailure:
 
 
 class StreamDecoder(Protocol):
-    """Turns an upstream byte stream into OpenAI SSE events, incrementally.
+    """Turns an upstream byte stream into canonical stream events, incrementally.
 
-    ``feed`` returns complete ``b"data: {...}\\n\\n"`` events for the client and
-    never ``data: [DONE]``: the gateway ends the stream itself. The usage chunk
-    is emitted only when the client asked for it (``include_usage``), but
-    ``usage`` is always filled in when the upstream reported it.
+    ``usage`` is filled in when the upstream reports it; ``done`` says the
+    upstream ended the stream normally; a :class:`~providers.canonical.StreamError`
+    is always the last event a decoder emits. ``text`` is what was streamed
+    (content, tool arguments, reasoning), for estimates when usage never came.
     """
 
     usage: Usage | None
-    done: bool  # the upstream ended the stream normally
-    failure: UpstreamFailure | None  # an error the upstream reported mid-stream
-    text: list[str]  # the content and tool arguments streamed, for estimates
+    done: bool
 
-    def feed(self, data: bytes) -> list[bytes]: ...
+    @property
+    def text(self) -> list[str]: ...
 
-    def close(self) -> list[bytes]: ...
+    def feed(self, data: bytes) -> list[StreamEvent]: ...
+
+    def close(self) -> list[StreamEvent]: ...
 
 
 class Adapter(Protocol):
+    """One provider kind. No I/O: requests out, results and events in.
+
+    ``supported_params`` are the answer-changing chat parameters
+    (:data:`providers.canonical.ANSWER_PARAMS`) the adapter honours; ``None``
+    means every parameter is passed through to an upstream that speaks OpenAI's
+    wire. The router never sends an adapter a request using anything else.
+    ``passthrough`` says the upstream speaks OpenAI's Chat Completions wire, so
+    its bytes can go to a Chat Completions client unchanged.
+    """
+
     kind: str
-    stream_content_type: str
+    required_params: tuple[str, ...]
+    supported_params: frozenset[str] | None
+    passthrough: bool
 
-    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> UpstreamRequest: ...
+    def credentials(self, params: Mapping[str, Any]) -> Credentials: ...
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]: ...
+    def chat_request(self, dep: Deployment, req: ChatRequest) -> UpstreamRequest: ...
 
-    def stream_decoder(self, dep: Deployment, include_usage: bool) -> StreamDecoder: ...
+    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult: ...
 
-    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> UpstreamRequest: ...
+    def stream_decoder(self, dep: Deployment, passthrough: bool = False) -> StreamDecoder: ...
 
-    def embeddings_response(
-        self, dep: Deployment, raw: bytes, encoding_format: str | None = None
-    ) -> tuple[bytes, Usage]:
-        """``encoding_format`` is the client's (``float`` or ``base64``)."""
-        ...
+    def embeddings_request(self, dep: Deployment, req: EmbeddingsRequest) -> UpstreamRequest: ...
+
+    def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult: ...
 
     def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure: ...
 
@@ -172,10 +206,6 @@ class Unsupported(ValueError):
         super().__init__(f"provider '{kind}' does not support {feature}")
         self.kind = kind
         self.feature = feature
-
-
-def sse_event(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"
 
 
 def reason_for_status(status: int) -> FailureReason:

@@ -12,12 +12,8 @@ computes from the raw path it receives, so we sign exactly the URL we send.
 
 from __future__ import annotations
 
-import base64
 import functools
 import re
-import struct
-import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
 from urllib.parse import quote
@@ -25,20 +21,36 @@ from urllib.parse import quote
 import orjson
 
 from providers.base import (
+    AwsSigV4,
+    Credentials,
     Deployment,
     FailureReason,
+    Secret,
     UpstreamFailure,
     UpstreamRequest,
     Usage,
     parse_retry_after,
     reason_for_status,
-    sse_event,
 )
-from providers.openai_wire import usage_to_openai
+from providers.canonical import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    Finish,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    UsageReport,
+)
 from providers.bedrock_wire import (
     ERROR_TYPES,
     KIND,
     STOP_REASONS,
+    SUPPORTED_PARAMS,
     converse_body,
     unsupported,
     usage_from_bedrock,
@@ -69,8 +81,13 @@ def _botocore_eventstream() -> tuple[Any, type[Exception]]:
     return EventStreamBuffer, ParserError
 
 
-def _secret(value: Any) -> str | None:
+def _secret(value: Secret | None) -> str | None:
     return value.get() if value is not None else None
+
+
+def aws(dep: Deployment) -> AwsSigV4:
+    creds = dep.credentials
+    return creds if isinstance(creds, AwsSigV4) else AwsSigV4()
 
 
 def sign(
@@ -82,12 +99,13 @@ def sign(
     passed in and botocore's debug log never sees the canonical request (which
     holds the session token).
     """
-    access_key, secret_key = _secret(dep.aws_access_key_id), _secret(dep.aws_secret_access_key)
-    if not access_key or not secret_key or not dep.aws_region_name:
+    creds = aws(dep)
+    access_key, secret_key = _secret(creds.access_key_id), _secret(creds.secret_access_key)
+    if not access_key or not secret_key or not creds.region:
         raise ValueError(f"deployment '{dep.id}' needs aws_region_name, aws_access_key_id and aws_secret_access_key")
-    SigV4Auth, AWSRequest, Credentials = _botocore_auth()
-    token = _secret(dep.aws_session_token)
-    auth = SigV4Auth(Credentials(access_key, secret_key, token), _SIGNING_NAME, dep.aws_region_name)
+    SigV4Auth, AWSRequest, BotoCredentials = _botocore_auth()
+    token = _secret(creds.session_token)
+    auth = SigV4Auth(BotoCredentials(access_key, secret_key, token), _SIGNING_NAME, creds.region)
     request = AWSRequest(method="POST", url=url, headers=dict(headers), data=body)
     timestamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     request.context["timestamp"] = timestamp
@@ -106,10 +124,11 @@ def sign(
 def _endpoint(dep: Deployment) -> str:
     base = dep.litellm_params.get("aws_bedrock_runtime_endpoint") or dep.api_base
     if not base:
-        if not dep.aws_region_name:
+        region = aws(dep).region
+        if not region:
             raise ValueError(f"deployment '{dep.id}' needs aws_region_name or an endpoint")
-        base = f"https://bedrock-runtime.{dep.aws_region_name}.amazonaws.com"
-    return base.rstrip("/")
+        base = f"https://bedrock-runtime.{region}.amazonaws.com"
+    return str(base).rstrip("/")
 
 
 def _model_url(dep: Deployment, operation: str) -> str:
@@ -121,10 +140,6 @@ def _signed_request(dep: Deployment, operation: str, payload: Any, accept: str) 
     body = orjson.dumps(payload)
     headers = sign(dep, url, {"Content-Type": _JSON, "Accept": accept}, body)
     return UpstreamRequest(method="POST", url=url, headers=headers, body=body)
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
 
 
 def _failure(error_type: str, status: int, message: str, retry_after: float | None = None) -> UpstreamFailure:
@@ -144,69 +159,56 @@ def _scrub(dep: Deployment, message: str) -> str:
     """An upstream message without credentials (InvalidSignatureException echoes
     the canonical request, session token included)."""
     message = message.split("\n\nThe Canonical String", 1)[0]
-    for secret in (dep.aws_access_key_id, dep.aws_secret_access_key, dep.aws_session_token):
-        value = _secret(secret)
-        if value:
-            message = message.replace(value, "***")
+    for secret in aws(dep).secrets():
+        message = message.replace(secret.get(), "***")
     return message[:_MAX_MESSAGE]
 
 
 class BedrockAdapter:
-    required_params = ("aws_region_name", "aws_access_key_id", "aws_secret_access_key")
     kind = KIND
-    stream_content_type = "text/event-stream"
+    required_params: tuple[str, ...] = ("aws_region_name", "aws_access_key_id", "aws_secret_access_key")
+    supported_params: frozenset[str] | None = SUPPORTED_PARAMS
+    passthrough = False
 
-    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> UpstreamRequest:
-        operation, accept = ("converse-stream", _EVENTSTREAM) if stream else ("converse", _JSON)
-        return _signed_request(dep, operation, converse_body(body), accept)
+    def credentials(self, params: Mapping[str, Any]) -> Credentials:
+        def secret(name: str) -> Secret | None:
+            return Secret(str(params[name])) if params.get(name) else None
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
+        return AwsSigV4(params.get("aws_region_name"), secret("aws_access_key_id"),
+                        secret("aws_secret_access_key"), secret("aws_session_token"))
+
+    def chat_request(self, dep: Deployment, req: ChatRequest) -> UpstreamRequest:
+        operation, accept = ("converse-stream", _EVENTSTREAM) if req.stream else ("converse", _JSON)
+        return _signed_request(dep, operation, converse_body(req.body), accept)
+
+    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult:
         data = orjson.loads(raw)
         content = ((data.get("output") or {}).get("message") or {}).get("content") or []
         texts: list[str] = []
         reasoning: list[str] = []
-        tool_calls: list[dict[str, Any]] = []
+        tool_calls: list[ToolCall] = []
         for block in content:
             if "text" in block:
                 texts.append(block["text"])
             elif "toolUse" in block:
                 use = block["toolUse"]
-                tool_calls.append(
-                    {
-                        "id": use.get("toolUseId"),
-                        "type": "function",
-                        "function": {"name": use.get("name"), "arguments": orjson.dumps(use.get("input", {})).decode()},
-                    }
-                )
+                tool_calls.append(ToolCall(str(use.get("toolUseId") or ""), str(use.get("name") or ""),
+                                           orjson.dumps(use.get("input", {})).decode()))
             elif "reasoningContent" in block:  # redactedContent carries no text
                 reasoning.append((block["reasoningContent"].get("reasoningText") or {}).get("text") or "")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
-        if any(reasoning):
-            message["reasoning_content"] = "".join(reasoning)
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        usage = usage_from_bedrock(data.get("usage"))
-        response = {
-            "id": _completion_id(),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": dep.model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": STOP_REASONS.get(data.get("stopReason"), "stop"),
-                    "logprobs": None,
-                }
-            ],
-            "usage": usage_to_openai(usage),
-        }
-        return orjson.dumps(response), usage
+        return ChatResult(
+            text="".join(texts) if texts or not tool_calls else None,
+            finish_reason=STOP_REASONS.get(str(data.get("stopReason")), "stop"),
+            usage=usage_from_bedrock(data.get("usage")),
+            tool_calls=tuple(tool_calls),
+            reasoning="".join(reasoning) or None,
+        )
 
-    def stream_decoder(self, dep: Deployment, include_usage: bool) -> BedrockStreamDecoder:
-        return BedrockStreamDecoder(dep.model_name, include_usage)
+    def stream_decoder(self, dep: Deployment, passthrough: bool = False) -> BedrockStreamDecoder:
+        return BedrockStreamDecoder()
 
-    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> UpstreamRequest:
+    def embeddings_request(self, dep: Deployment, req: EmbeddingsRequest) -> UpstreamRequest:
+        body = req.body
         if not _TITAN_EMBED.match(dep.model):
             raise unsupported(f"embeddings with model '{dep.model}' (only amazon.titan-embed-*)")
         text = body.get("input")
@@ -221,20 +223,10 @@ class BedrockAdapter:
             payload["dimensions"] = body["dimensions"]
         return _signed_request(dep, "invoke", payload, _JSON)
 
-    def embeddings_response(self, dep: Deployment, raw: bytes, encoding_format: str = "float") -> tuple[bytes, Usage]:
+    def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult:
         data = orjson.loads(raw)
-        vector = data.get("embedding") or []
-        embedding: Any = vector
-        if encoding_format == "base64":
-            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        tokens = int(data.get("inputTextTokenCount") or 0)
-        response = {
-            "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
-            "model": dep.model_name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-        return orjson.dumps(response), Usage(input_tokens=tokens)
+        return EmbeddingsResult((list(data.get("embedding") or []),),
+                                Usage(input_tokens=int(data.get("inputTextTokenCount") or 0)))
 
     def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
         try:
@@ -253,126 +245,94 @@ class BedrockAdapter:
 
 
 class BedrockStreamDecoder:
-    """ConverseStream event-stream frames -> OpenAI ``chat.completion.chunk`` events."""
+    """ConverseStream event-stream frames -> canonical stream events."""
 
-    def __init__(self, model_name: str, include_usage: bool) -> None:
+    def __init__(self) -> None:
         buffer_cls, self._parser_error = _botocore_eventstream()
         self._buffer = buffer_cls()
-        self._include_usage = include_usage
-        self._id = _completion_id()
-        self._created = int(time.time())
-        self._model = model_name
-        self._started = False
         self._stopped = False
-        self._tool_index: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
+        self._failed = False
+        self._tool_index: dict[int, int] = {}  # contentBlockIndex -> tool call index
         self.usage: Usage | None = None
         self.done = False
-        self.failure: UpstreamFailure | None = None
         self.text: list[str] = []
 
-    def feed(self, data: bytes) -> list[bytes]:
-        if self.failure is not None or self.done:
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        if self._failed or self.done:
             return []
         self._buffer.add_data(data)
-        events: list[bytes] = []
+        events: list[StreamEvent] = []
         try:
             for frame in self._buffer:
                 events.extend(self._frame(frame.headers, frame.payload))
-                if self.failure is not None or self.done:
+                if self._ended():
                     break
         except self._parser_error as exc:
-            self.failure = UpstreamFailure(FailureReason.PROTOCOL, 0, f"bad event-stream frame: {exc}")
+            events.append(self._fail(UpstreamFailure(FailureReason.PROTOCOL, 0, f"bad event-stream frame: {exc}")))
         return events
 
-    def close(self) -> list[bytes]:
-        if self._stopped and self.failure is None:
+    def close(self) -> list[StreamEvent]:
+        if self._stopped and not self._failed:
             self.done = True  # messageStop arrived; metadata is optional
         return []
 
-    def _frame(self, headers: Mapping[str, Any], payload: bytes) -> list[bytes]:
+    def _ended(self) -> bool:
+        return self._failed or self.done
+
+    def _fail(self, failure: UpstreamFailure) -> StreamError:
+        self._failed = True
+        return StreamError(failure)
+
+    def _frame(self, headers: Mapping[str, Any], payload: bytes) -> list[StreamEvent]:
         message_type = headers.get(":message-type")
         if message_type == "exception":
-            self.failure = _failure(headers.get(":exception-type") or "", 0, _payload_message(payload))
-            return []
+            return [self._fail(_failure(headers.get(":exception-type") or "", 0, _payload_message(payload)))]
         if message_type != "event":
             code = str(headers.get(":error-code") or "")
             message = str(headers.get(":error-message") or _payload_message(payload))
-            self.failure = _failure(code, 0, message[:_MAX_MESSAGE])
-            return []
+            return [self._fail(_failure(code, 0, message[:_MAX_MESSAGE]))]
         try:
             event = orjson.loads(payload) if payload else {}
         except orjson.JSONDecodeError:
-            self.failure = UpstreamFailure(FailureReason.PROTOCOL, 0, "event-stream payload is not JSON")
-            return []
-        handler = self._HANDLERS.get(headers.get(":event-type"))
+            return [self._fail(UpstreamFailure(FailureReason.PROTOCOL, 0, "event-stream payload is not JSON"))]
+        handler = self._HANDLERS.get(str(headers.get(":event-type")))
         return handler(self, event) if handler is not None else []
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        if not self._started:
-            self._started = True
-            delta = {"role": "assistant", **delta}
-        chunk: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-        }
-        if self._include_usage:
-            chunk["usage"] = None
-        return sse_event(orjson.dumps(chunk))
-
-    def _message_start(self, event: dict[str, Any]) -> list[bytes]:
-        return [self._chunk({"content": ""})]
-
-    def _block_start(self, event: dict[str, Any]) -> list[bytes]:
+    def _block_start(self, event: dict[str, Any]) -> list[StreamEvent]:
         use = (event.get("start") or {}).get("toolUse")
         if use is None:
             return []
         index = self._tool_index.setdefault(event.get("contentBlockIndex", -1), len(self._tool_index))
-        call = {"index": index, "id": use.get("toolUseId"), "type": "function"}
-        call["function"] = {"name": use.get("name"), "arguments": ""}
-        return [self._chunk({"tool_calls": [call]})]
+        return [ToolCallDelta(index, "", use.get("toolUseId"), use.get("name"))]
 
-    def _block_delta(self, event: dict[str, Any]) -> list[bytes]:
+    def _block_delta(self, event: dict[str, Any]) -> list[StreamEvent]:
         delta = event.get("delta") or {}
         if "text" in delta:
             self.text.append(delta["text"])
-            return [self._chunk({"content": delta["text"]})]
+            return [TextDelta(delta["text"])]
         if "toolUse" in delta:
             index = self._tool_index.get(event.get("contentBlockIndex", -1))
             fragment = delta["toolUse"].get("input") or ""
             if index is None or not fragment:
                 return []
             self.text.append(fragment)
-            return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})]
+            return [ToolCallDelta(index, fragment)]
         reasoning = (delta.get("reasoningContent") or {}).get("text")
         if reasoning:
             self.text.append(reasoning)
-            return [self._chunk({"reasoning_content": reasoning})]
+            return [ReasoningDelta(reasoning)]
         return []
 
-    def _message_stop(self, event: dict[str, Any]) -> list[bytes]:
+    def _message_stop(self, event: dict[str, Any]) -> list[StreamEvent]:
         self._stopped = True
-        return [self._chunk({}, STOP_REASONS.get(event.get("stopReason"), "stop"))]
+        return [Finish(STOP_REASONS.get(str(event.get("stopReason")), "stop"))]
 
-    def _metadata(self, event: dict[str, Any]) -> list[bytes]:
+    def _metadata(self, event: dict[str, Any]) -> list[StreamEvent]:
         self.usage = usage_from_bedrock(event.get("usage"))
         self.done = True
-        if not self._include_usage:
-            return []
-        chunk = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [],
-            "usage": usage_to_openai(self.usage),
-        }
-        return [sse_event(orjson.dumps(chunk))]
+        return [UsageReport(self.usage)]
 
     _HANDLERS = {
-        "messageStart": _message_start,
         "contentBlockStart": _block_start,
         "contentBlockDelta": _block_delta,
         "messageStop": _message_stop,

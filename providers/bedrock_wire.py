@@ -1,7 +1,7 @@
 """Bedrock Converse wire shapes and the pure OpenAI -> Converse request translation.
 
-Nothing here does I/O or imports botocore. :func:`converse_body` turns an OpenAI
-chat body into a Converse request body; the tables below hold the wire facts the
+Nothing here does I/O or imports botocore. :func:`converse_body` turns a
+canonical chat body into a Converse request body; the tables below hold the wire facts the
 adapter maps through (stop reasons, error types) and :func:`usage_from_bedrock`
 normalises Bedrock's token accounting to OpenAI's.
 """
@@ -14,6 +14,7 @@ from typing import Any, Mapping, TypedDict
 import orjson
 
 from providers.base import FailureReason, Unsupported, Usage
+from providers.canonical import FinishReason
 
 KIND = "bedrock"
 
@@ -30,8 +31,12 @@ class ConverseRequest(TypedDict, total=False):
     toolConfig: dict[str, Any]  # tools: [{toolSpec}], toolChoice
 
 
-# Converse stopReason -> OpenAI finish_reason.
-STOP_REASONS: dict[str, str] = {
+# The answer-changing chat parameters Converse honours (the rest are refused, never dropped).
+SUPPORTED_PARAMS = frozenset({"tools", "tool_choice", "stop", "temperature", "top_p", "max_tokens",
+                              "max_completion_tokens"})
+
+# Converse stopReason -> canonical finish reason.
+STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "tool_use": "tool_calls",

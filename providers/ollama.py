@@ -11,35 +11,64 @@ from typing import Any, Mapping
 
 import orjson
 
-from providers.base import Deployment, FailureReason, UpstreamFailure, UpstreamRequest, Usage, Unsupported
+from providers.base import (
+    ApiKey,
+    Credentials,
+    Deployment,
+    FailureReason,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+    Unsupported,
+)
+from providers.canonical import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    Finish,
+    FinishReason,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    UsageReport,
+)
 from providers.openai import openai_failure
-from providers.openai_wire import ChunkWriter, chat_completion, embedding_list, message_text
+from providers.openai_wire import message_text
 
 DEFAULT_BASE = "http://localhost:11434"
 _OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop",
             "max_tokens": "num_predict", "max_completion_tokens": "num_predict",
             "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty"}
-_FINISH = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
 
 
 class OllamaAdapter:
     kind = "ollama_chat"
-    stream_content_type = "text/event-stream"
     required_params: tuple[str, ...] = ()
+    # tool_choice is honoured only as "auto" or "none" (neutral values); logprobs and
+    # reasoning_effort have no equivalent here and are refused or routed elsewhere.
+    supported_params: frozenset[str] | None = frozenset({*_OPTIONS, "tools", "response_format"})
+    passthrough = False
+
+    def credentials(self, params: Mapping[str, Any]) -> Credentials:
+        return ApiKey()  # Ollama takes no key
 
     def _url(self, dep: Deployment, path: str) -> str:
         base = (dep.api_base or DEFAULT_BASE).rstrip("/")
         return f"{base}{path}"
 
-    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> UpstreamRequest:
-        if (body.get("n") or 1) > 1:
-            raise Unsupported(self.kind, "n > 1")
+    def chat_request(self, dep: Deployment, req: ChatRequest) -> UpstreamRequest:
+        body = req.body
         out: dict[str, Any] = {
             "model": dep.model,
             "messages": [_message(m) for m in body.get("messages") or []],
-            "stream": stream,
+            "stream": req.stream,
         }
-        options = {ollama: body[openai] for openai, ollama in _OPTIONS.items() if body.get(openai) is not None}
+        options = {ollama: body[openai] for openai, ollama in _OPTIONS.items()  # type: ignore[literal-required]
+                   if body.get(openai) is not None}
         if options:
             out["options"] = options
         if body.get("tools") and body.get("tool_choice") != "none":
@@ -52,103 +81,88 @@ class OllamaAdapter:
         return UpstreamRequest("POST", self._url(dep, "/api/chat"), {"Content-Type": "application/json"},
                                orjson.dumps(out))
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
+    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult:
         data = orjson.loads(raw)
         if not isinstance(data, dict) or "message" not in data:
             raise ValueError("Ollama answered without a message")
         msg = data["message"]
         calls = _tool_calls(msg.get("tool_calls"))
-        message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ("" if not calls else None)}
-        if calls:
-            message["tool_calls"] = calls
-        usage = _usage(data)
-        finish = "tool_calls" if calls else _FINISH.get(data.get("done_reason") or "stop", "stop")
-        return chat_completion(dep.model_name, message, finish, usage), usage
+        finish: FinishReason = "tool_calls" if calls else _FINISH.get(data.get("done_reason") or "stop", "stop")
+        return ChatResult(msg.get("content") or ("" if not calls else None), finish, _usage(data), calls)
 
-    def stream_decoder(self, dep: Deployment, include_usage: bool) -> "OllamaStreamDecoder":
-        return OllamaStreamDecoder(dep.model_name, include_usage)
+    def stream_decoder(self, dep: Deployment, passthrough: bool = False) -> "OllamaStreamDecoder":
+        return OllamaStreamDecoder()
 
-    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-        out: dict[str, Any] = {"model": dep.model, "input": body.get("input")}
-        if body.get("dimensions"):
-            out["dimensions"] = body["dimensions"]
+    def embeddings_request(self, dep: Deployment, req: EmbeddingsRequest) -> UpstreamRequest:
+        out: dict[str, Any] = {"model": dep.model, "input": req.body.get("input")}
+        if req.body.get("dimensions"):
+            out["dimensions"] = req.body["dimensions"]
         return UpstreamRequest("POST", self._url(dep, "/api/embed"), {"Content-Type": "application/json"},
                                orjson.dumps(out))
 
-    def embeddings_response(self, dep: Deployment, raw: bytes, encoding_format: str | None = None) -> tuple[bytes, Usage]:
+    def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult:
         data = orjson.loads(raw)
-        usage = Usage(input_tokens=int(data.get("prompt_eval_count") or 0))
-        return embedding_list(data.get("embeddings") or [], dep.model_name, usage.input_tokens, encoding_format), usage
+        return EmbeddingsResult(tuple(data.get("embeddings") or []),
+                                Usage(input_tokens=int(data.get("prompt_eval_count") or 0)))
 
     def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
         return openai_failure(status, headers, raw)  # Ollama's {"error": "..."} is read there too
 
 
 class OllamaStreamDecoder:
-    """NDJSON lines from ``/api/chat`` -> OpenAI chunk events."""
+    """NDJSON lines from ``/api/chat`` -> canonical events."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.include_usage = include_usage
+    def __init__(self) -> None:
         self.usage: Usage | None = None
         self.done = False
-        self.failure: UpstreamFailure | None = None
         self.text: list[str] = []
-        self._writer = ChunkWriter(model)
-        self._started = False
+        self._failed = False
         self._tool_index = 0
         self._buf = b""
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[StreamEvent]:
         lines = (self._buf + data).split(b"\n")
         self._buf = lines.pop()
-        out: list[bytes] = []
+        out: list[StreamEvent] = []
         for line in lines:
             if line.strip():
                 out.extend(self._line(line))
         return out
 
-    def close(self) -> list[bytes]:
+    def close(self) -> list[StreamEvent]:
         rest, self._buf = self._buf, b""
         return self._line(rest) if rest.strip() else []
 
-    def _line(self, line: bytes) -> list[bytes]:
-        if self.done or self.failure:
+    def _line(self, line: bytes) -> list[StreamEvent]:
+        if self.done or self._failed:
             return []
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
-            self.failure = UpstreamFailure(FailureReason.PROTOCOL, 200, "invalid JSON line in Ollama stream")
-            return []
+            self._failed = True
+            return [StreamError(UpstreamFailure(FailureReason.PROTOCOL, 200, "invalid JSON line in Ollama stream"))]
         if "error" in obj:
-            self.failure = UpstreamFailure(FailureReason.SERVER_ERROR, 200, str(obj["error"]))
-            return []
-        out: list[bytes] = []
+            self._failed = True
+            return [StreamError(UpstreamFailure(FailureReason.SERVER_ERROR, 200, str(obj["error"])))]
+        out: list[StreamEvent] = []
         msg = obj.get("message") or {}
-        delta: dict[str, Any] = {}
-        if not self._started:
-            self._started = True
-            delta["role"] = "assistant"
         if msg.get("content"):
-            delta["content"] = msg["content"]
+            out.append(TextDelta(msg["content"]))
             self.text.append(msg["content"])
-        calls = _tool_calls(msg.get("tool_calls"), start=self._tool_index)
-        if calls:
-            delta["tool_calls"] = [{"index": self._tool_index + i, **c} for i, c in enumerate(calls)]
-            self._tool_index += len(calls)
-            self.text.extend(c["function"]["arguments"] for c in calls)
-        if delta:
-            out.append(self._writer.delta(delta))
+        for call in _tool_calls(msg.get("tool_calls"), start=self._tool_index):
+            out.append(ToolCallDelta(self._tool_index, call.arguments, call.id, call.name))
+            self.text.append(call.arguments)
+            self._tool_index += 1
         if obj.get("done"):
             self.done = True
             self.usage = _usage(obj)
-            finish = "tool_calls" if self._tool_index else _FINISH.get(obj.get("done_reason") or "stop", "stop")
-            out.append(self._writer.finish(finish))
-            if self.include_usage:
-                out.append(self._writer.usage(self.usage))
+            out.append(Finish("tool_calls" if self._tool_index
+                              else _FINISH.get(obj.get("done_reason") or "stop", "stop")))
+            out.append(UsageReport(self.usage))
         return out
 
 
-def _message(m: dict[str, Any]) -> dict[str, Any]:
+def _message(m: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.get("role", "user"), "content": message_text(m.get("content"))}
     images = [_image(p) for p in m.get("content") or [] if isinstance(p, dict) and p.get("type") == "image_url"]
     if images:
@@ -167,7 +181,7 @@ def _image(part: dict[str, Any]) -> str:
     url = (part.get("image_url") or {}).get("url", "")
     if not url.startswith("data:") or "," not in url:
         raise Unsupported("ollama_chat", "image URLs other than base64 data: URLs")
-    return url.split(",", 1)[1]
+    return str(url.split(",", 1)[1])
 
 
 def _json_object(arguments: Any) -> Any:
@@ -179,17 +193,14 @@ def _json_object(arguments: Any) -> Any:
     return arguments or {}
 
 
-def _tool_calls(calls: Any, start: int = 0) -> list[dict[str, Any]]:
+def _tool_calls(calls: Any, start: int = 0) -> tuple[ToolCall, ...]:
     out = []
     for i, call in enumerate(calls or []):
         fn = call.get("function") or {}
         args = fn.get("arguments")
-        out.append({
-            "id": call.get("id") or f"call_{start + i}",
-            "type": "function",
-            "function": {"name": fn.get("name", ""), "arguments": args if isinstance(args, str) else orjson.dumps(args or {}).decode()},
-        })
-    return out
+        out.append(ToolCall(str(call.get("id") or f"call_{start + i}"), str(fn.get("name", "")),
+                            args if isinstance(args, str) else orjson.dumps(args or {}).decode()))
+    return tuple(out)
 
 
 def _usage(data: dict[str, Any]) -> Usage:

@@ -1,7 +1,10 @@
 """OpenAI, and the base for every OpenAI-compatible provider.
 
 Subclasses (Azure, vLLM, llama.cpp) override only the URL, the auth headers
-and the fields they reject.
+and the fields they reject. These upstreams speak the canonical request's own
+shape, so the body goes out as the client sent it (less the gateway's fields),
+and answers come back as canonical results that also carry the upstream's bytes
+for the Chat Completions pass-through.
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ from typing import Any, Mapping
 import orjson
 
 from providers.base import (
+    ApiKey,
+    Credentials,
     Deployment,
     FailureReason,
+    Secret,
     UpstreamFailure,
     UpstreamRequest,
     Usage,
     parse_retry_after,
     reason_for_status,
 )
+from providers.canonical import ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult
 from providers.openai_stream import OpenAIStreamDecoder
-from providers.openai_wire import usage_from_openai
+from providers.openai_wire import result_from_openai, usage_from_openai
 
 # Fields that clients send for the gateway (or for OpenAI's stored completions)
 # and that providers would reject. OpenAI itself 400s `metadata` without `store`.
@@ -29,12 +36,17 @@ CLIENT_ONLY_FIELDS = frozenset({"metadata", "litellm_session_id", "litellm_trace
 
 class OpenAIAdapter:
     kind = "openai"
-    stream_content_type = "text/event-stream"
     required_params: tuple[str, ...] = ()
+    supported_params: frozenset[str] | None = None  # every parameter goes through
+    passthrough = True
     default_base: str | None = "https://api.openai.com/v1"
     keeps_metadata_with_store = True  # OpenAI accepts `metadata` when `store` is true
 
     # --- what subclasses override -------------------------------------------
+
+    def credentials(self, params: Mapping[str, Any]) -> Credentials:
+        key = params.get("api_key")
+        return ApiKey(Secret(str(key)) if key else None)
 
     def base_url(self, dep: Deployment) -> str:
         return (dep.api_base or self.default_base or "").rstrip("/")
@@ -43,11 +55,12 @@ class OpenAIAdapter:
         return f"{self.base_url(dep)}/{operation}"
 
     def auth_headers(self, dep: Deployment) -> dict[str, str]:
-        return {"Authorization": f"Bearer {dep.api_key.get()}"} if dep.api_key else {}
+        key = api_key_of(dep)
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     # --- requests -----------------------------------------------------------
 
-    def forward_body(self, dep: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    def forward_body(self, dep: Deployment, body: Mapping[str, Any]) -> dict[str, Any]:
         keep_metadata = self.keeps_metadata_with_store and body.get("store") is True
         out = {k: v for k, v in body.items() if k not in CLIENT_ONLY_FIELDS or (keep_metadata and k == "metadata")}
         out["model"] = dep.model
@@ -57,42 +70,46 @@ class OpenAIAdapter:
         headers = {"Content-Type": "application/json", **self.auth_headers(dep)}
         return UpstreamRequest("POST", self.url(dep, operation), headers, orjson.dumps(body))
 
-    def chat_request(self, dep: Deployment, body: dict[str, Any], stream: bool) -> UpstreamRequest:
-        out = self.forward_body(dep, body)
-        if stream:
-            # Always ask for usage: the gateway accounts every stream, and strips
-            # the usage chunk again when the client did not ask for it.
-            out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    def chat_request(self, dep: Deployment, req: ChatRequest) -> UpstreamRequest:
+        out = self.forward_body(dep, req.body)
+        if req.stream:
+            # Always ask for usage: the gateway accounts every stream, and the
+            # front strips the usage chunk again when the client did not ask for it.
+            out["stream_options"] = {**(req.body.get("stream_options") or {}), "include_usage": True}
         return self._request(dep, "chat/completions", out)
 
-    def embeddings_request(self, dep: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-        return self._request(dep, "embeddings", self.forward_body(dep, body))
+    def embeddings_request(self, dep: Deployment, req: EmbeddingsRequest) -> UpstreamRequest:
+        return self._request(dep, "embeddings", self.forward_body(dep, req.body))
 
     # --- responses ----------------------------------------------------------
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
-        return raw, _usage_of(raw)
+    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult:
+        return result_from_openai(_object(raw), raw)
 
-    def embeddings_response(
-        self, dep: Deployment, raw: bytes, encoding_format: str | None = None
-    ) -> tuple[bytes, Usage]:
-        return raw, _usage_of(raw)  # the upstream honoured encoding_format itself
+    def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult:
+        # the upstream honoured encoding_format itself: its body goes to the client as it is
+        return EmbeddingsResult(None, usage_from_openai(_object(raw).get("usage")) or Usage(), raw)
 
-    def stream_decoder(self, dep: Deployment, include_usage: bool) -> OpenAIStreamDecoder:
-        return OpenAIStreamDecoder(include_usage)
+    def stream_decoder(self, dep: Deployment, passthrough: bool = False) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder(passthrough)
 
     def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
         return openai_failure(status, headers, raw)
 
 
-def _usage_of(raw: bytes) -> Usage:
+def api_key_of(dep: Deployment) -> str | None:
+    creds = dep.credentials
+    return creds.key.get() if isinstance(creds, ApiKey) and creds.key is not None else None
+
+
+def _object(raw: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValueError("upstream answered with invalid JSON") from None
     if not isinstance(data, dict):
         raise ValueError("upstream answered with a JSON value that is not an object")
-    return usage_from_openai(data.get("usage")) or Usage()
+    return data
 
 
 def openai_failure(status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:

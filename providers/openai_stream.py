@@ -1,4 +1,19 @@
-"""Decoding an OpenAI-compatible SSE stream, passing events through unchanged."""
+"""Decoding an OpenAI-compatible SSE stream into canonical events.
+
+With ``passthrough`` (a Chat Completions client on an OpenAI-compatible
+upstream: the hot path) each content chunk is emitted as a
+:class:`~providers.canonical.RawChunk` holding the upstream's bytes, unparsed;
+only chunks that may carry usage or an error are parsed. Without it, every
+chunk is parsed into text, reasoning, tool-call and finish events.
+
+* The usage chunk (``choices: []`` with ``usage``) becomes a ``UsageReport``;
+  the gateway always asks the upstream for it, and the front decides whether
+  its client sees it.
+* A chunk with empty choices and no usage (Azure's first chunk with
+  ``prompt_filter_results``) is dropped: OpenAI never sends one, and many
+  clients index ``choices[0]``.
+* An in-band ``{"error": ...}`` event ends the stream with a ``StreamError``.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +22,34 @@ from typing import Any
 import orjson
 
 from providers.base import FailureReason, UpstreamFailure, Usage
+from providers.canonical import (
+    Finish,
+    RawChunk,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+    finish_reason,
+)
 from providers.openai_wire import usage_from_openai
 
 
 class OpenAIStreamDecoder:
-    """Forwards each upstream event's bytes as they are, and reads usage.
-
-    * The usage chunk (``choices: []`` with ``usage``) is forwarded only when the
-      client asked for it; the gateway always asks the upstream for it.
-    * A chunk with empty choices and no usage (Azure's first chunk with
-      ``prompt_filter_results``) is dropped: OpenAI never sends one, and many
-      clients index ``choices[0]``.
-    * An in-band ``{"error": ...}`` event ends the stream with a failure.
-    """
-
-    def __init__(self, include_usage: bool) -> None:
-        self.include_usage = include_usage
+    def __init__(self, passthrough: bool = False) -> None:
+        self.passthrough = passthrough
         self.usage: Usage | None = None
         self.done = False
-        self.failure: UpstreamFailure | None = None
+        self._failed = False
         self._buf = b""
-        self._plain: list[bytes] = []  # forwarded without parsing; parsed only if text is needed
+        self._plain: list[bytes] = []  # passthrough: payloads forwarded unparsed, parsed only if text is needed
+        self._text: list[str] = []
 
     @property
     def text(self) -> list[str]:
         """The content and tool arguments streamed so far (for estimates when usage never came)."""
-        out: list[str] = []
+        out = list(self._text)
         for payload in self._plain:
             try:
                 chunk = orjson.loads(payload)
@@ -42,58 +59,90 @@ class OpenAIStreamDecoder:
                 _collect_text(chunk.get("choices") or [], out)
         return out
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[StreamEvent]:
         buf = self._buf + data
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        out: list[bytes] = []
+        out: list[StreamEvent] = []
         start = 0
         while True:
             end = buf.find(b"\n\n", start)
             if end < 0:
                 break
-            event = self._event(buf[start:end])
-            if event is not None:
-                out.append(event)
+            self._event(buf[start:end], out)
             start = end + 2
         self._buf = buf[start:]
         return out
 
-    def close(self) -> list[bytes]:
+    def close(self) -> list[StreamEvent]:
         rest, self._buf = self._buf, b""
+        out: list[StreamEvent] = []
         if rest.strip():
-            event = self._event(rest.strip())
-            return [event] if event is not None else []
-        return []
+            self._event(rest.strip(), out)
+        return out
 
-    def _event(self, raw: bytes) -> bytes | None:
+    def _event(self, raw: bytes, out: list[StreamEvent]) -> None:
         payload = _data_of(raw)
-        if payload is None or self.done or self.failure:
-            return None
+        if payload is None or self.done or self._failed:
+            return
         if payload == b"[DONE]":
             self.done = True
-            return None
-        if not _needs_parsing(payload):  # the common content chunk: forward the bytes as they are
+            return
+        if self.passthrough and not _needs_parsing(payload):  # the common content chunk: bytes as they are
             self._plain.append(payload)
-            return raw + b"\n\n" if raw.startswith(b"data: ") else b"data: " + payload + b"\n\n"
+            out.append(RawChunk(raw + b"\n\n" if raw.startswith(b"data: ") else b"data: " + payload + b"\n\n"))
+            return
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            self.failure = UpstreamFailure(FailureReason.PROTOCOL, 200, "invalid JSON in stream event")
-            return None
+            self._fail(UpstreamFailure(FailureReason.PROTOCOL, 200, "invalid JSON in stream event"), out)
+            return
         if not isinstance(chunk, dict):
-            return None
+            return
         if "error" in chunk:
-            self.failure = _stream_failure(chunk["error"])
-            return None
+            self._fail(_stream_failure(chunk["error"]), out)
+            return
         usage = usage_from_openai(chunk.get("usage"))
         if usage is not None:
             self.usage = usage
         choices = chunk.get("choices") or []
         if not choices:
-            return b"data: " + payload + b"\n\n" if usage is not None and self.include_usage else None
-        self._plain.append(payload)
-        return b"data: " + payload + b"\n\n"
+            if usage is not None:
+                out.append(UsageReport(usage, b"data: " + payload + b"\n\n"))
+            return
+        if self.passthrough:
+            self._plain.append(payload)
+            out.append(RawChunk(b"data: " + payload + b"\n\n"))
+            return
+        _events_of(choices, out, self._text)
+
+    def _fail(self, failure: UpstreamFailure, out: list[StreamEvent]) -> None:
+        self._failed = True
+        out.append(StreamError(failure))
+
+
+def _events_of(choices: list[Any], out: list[StreamEvent], text: list[str]) -> None:
+    """Canonical events from the first choice of a chunk (fronts other than Chat Completions take n=1)."""
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    delta = choice.get("delta") or {}
+    if isinstance(delta, dict):
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            text.append(reasoning)
+            out.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            text.append(content)
+            out.append(TextDelta(content))
+        for call in delta.get("tool_calls") or ():
+            if not isinstance(call, dict):
+                continue
+            fn = call.get("function") or {}
+            args = fn.get("arguments") or ""
+            text.append(args)
+            out.append(ToolCallDelta(int(call.get("index") or 0), args, call.get("id"), fn.get("name")))
+    if choice.get("finish_reason"):
+        out.append(Finish(finish_reason(choice["finish_reason"])))
 
 
 def _needs_parsing(payload: bytes) -> bool:

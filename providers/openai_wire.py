@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import orjson
 
 from providers.base import Usage
+from providers.canonical import ChatResult, ToolCall, finish_reason
 
 
 def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
@@ -23,6 +24,27 @@ def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
         output_tokens=int(u.get("completion_tokens") or 0),
         cached_input_tokens=int(prompt.get("cached_tokens") or 0),
         reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
+    )
+
+
+def result_from_openai(data: dict[str, Any], raw: bytes | None = None) -> ChatResult:
+    """A Chat Completions response body as a canonical result (``raw`` kept for the pass-through)."""
+    choices = data.get("choices")
+    choice: dict[str, Any] = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
+    calls = tuple(
+        ToolCall(str(c.get("id") or f"call_{i}"), str((c.get("function") or {}).get("name") or ""),
+                 str((c.get("function") or {}).get("arguments") or ""))
+        for i, c in enumerate(message.get("tool_calls") or ()) if isinstance(c, dict))
+    content = message.get("content")
+    return ChatResult(
+        text=message_text(content) if content is not None else None,
+        finish_reason=finish_reason(choice.get("finish_reason")),
+        usage=usage_from_openai(data.get("usage")) or Usage(),
+        tool_calls=calls,
+        reasoning=message.get("reasoning_content") or message.get("reasoning") or None,
+        id=data.get("id") if isinstance(data.get("id"), str) else None,
+        raw=raw,
     )
 
 
@@ -62,10 +84,11 @@ def chat_completion(
 class ChunkWriter:
     """Builds ``chat.completion.chunk`` SSE events that share one id and created."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, usage_null: bool = False) -> None:
         self.id = new_completion_id()
         self.created = int(time.time())
         self.model = model
+        self.usage_null = usage_null  # with include_usage, OpenAI puts "usage": null on every chunk
 
     def _event(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         obj: dict[str, Any] = {
@@ -75,7 +98,7 @@ class ChunkWriter:
             "model": self.model,
             "choices": choices,
         }
-        if usage is not None:
+        if usage is not None or self.usage_null:
             obj["usage"] = usage
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 

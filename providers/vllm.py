@@ -13,6 +13,6 @@ from providers.openai import OpenAIAdapter
 
 class HostedVLLMAdapter(OpenAIAdapter):
     kind = "hosted_vllm"
-    required_params = ("api_base",)
+    required_params: tuple[str, ...] = ("api_base",)
     default_base = None
     keeps_metadata_with_store = False

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.base import ApiKey, Secret
 from gateway.config import load as cfg
 from gateway.config.load import ConfigError, parse, resolve_env, MissingEnv
 
@@ -36,7 +37,7 @@ def test_minimal_config_defaults() -> None:
     assert c.public_models() == ["m"]
     (dep,) = c.groups["m"]
     assert (dep.kind, dep.model, dep.id) == ("openai", "gpt-4o-mini", "m#0")
-    assert dep.api_key is not None and dep.api_key.get() == "sk-literal-123"
+    assert dep.credentials == ApiKey(Secret("sk-literal-123"))
     assert "sk-literal" not in repr(dep)
     assert c.store.url == "embedded" and not c.auth_enabled
 
@@ -86,7 +87,7 @@ model_list:
     litellm_params: {model: azure/dep, api_base: "${AZ_BASE}", api_key: os.environ/AZ_KEY}
 """, AZ_BASE="https://x.openai.azure.com", AZ_KEY="secret-value")
     (dep,) = c.groups["m"]
-    assert dep.api_base == "https://x.openai.azure.com" and dep.api_key.get() == "secret-value"
+    assert dep.api_base == "https://x.openai.azure.com" and dep.credentials == ApiKey(Secret("secret-value"))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
+from gateway.snapshot import CurrentSnapshot, build_snapshot
 from gateway.config.load import parse
 from gateway.errors import Conflict, NotFound, RateLimited
 from gateway.ledger.ledger import Ledger, period_of
@@ -38,7 +39,7 @@ budgets:
 """, "test.yaml", {})
     redis = connect(url)
     await redis.flushdb()
-    led = Ledger(redis, config, Metrics())
+    led = Ledger(redis, CurrentSnapshot(build_snapshot(config, {})), Metrics())
     await led.start()
     yield led
     await led.stop()
@@ -165,14 +166,14 @@ async def test_budget_reservations_never_overshoot(ledger: Ledger) -> None:
     budget = int(Decimal("0.001") * PICO)
     worst = budget // 4 + 1  # only three fit
     period = period_of(time.time())
-    results = await asyncio.gather(*(ledger.reserve("acme", "t1", worst, budget, period) for _ in range(10)),
+    results = await asyncio.gather(*(ledger.reserve("acme", "t1", worst, budget, period, ledger.config.budgets) for _ in range(10)),
                                    return_exceptions=True)
     assert sum(r is True for r in results) == 3
     over = [r for r in results if isinstance(r, RateLimited)]
     assert len(over) == 7 and over[0].code == "budget_exceeded" and "task budget" in over[0].message
     # settling releases the reservation and books the real cost
     ledger.record(rec(cost=worst // 2, reserved_picousd=worst))
-    assert await ledger.reserve("acme", "t1", worst // 2, budget, period) is True
+    assert await ledger.reserve("acme", "t1", worst // 2, budget, period, ledger.config.budgets) is True
 
 
 async def test_tenant_daily_budget(ledger: Ledger) -> None:
@@ -180,7 +181,7 @@ async def test_tenant_daily_budget(ledger: Ledger) -> None:
     ledger.record(rec(tenant="capped", task="a", cost=int(Decimal("0.0019") * PICO), spend_period=period))
     await ledger.flush()
     with pytest.raises(RateLimited) as info:
-        await ledger.reserve("capped", "b", int(Decimal("0.0002") * PICO), None, period)
+        await ledger.reserve("capped", "b", int(Decimal("0.0002") * PICO), None, period, ledger.config.budgets)
     assert "daily budget of tenant 'capped'" in info.value.message and "0.0019" in info.value.message
 
 

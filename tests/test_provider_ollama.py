@@ -8,6 +8,7 @@ import struct
 import orjson
 import pytest
 
+from tests import wire
 from providers.base import Deployment, Unsupported, Usage
 from providers.ollama import OllamaAdapter
 
@@ -37,28 +38,35 @@ DEP = Deployment(id="o", model_name="local", kind="ollama_chat", model="llama3.2
     ],
 )
 def test_chat_request(body: dict, expected: dict) -> None:
-    req = A.chat_request(DEP, {"model": "local", **body}, stream=False)
+    req = wire.chat_request(A, DEP, {"model": "local", **body}, stream=False)
     assert req.url == "http://h:11434/api/chat"
     assert orjson.loads(req.body) == expected
 
 
 def test_stream_flag_is_always_explicit() -> None:
-    assert orjson.loads(A.chat_request(DEP, {"messages": []}, stream=True).body)["stream"] is True
+    assert orjson.loads(wire.chat_request(A, DEP, {"messages": []}, stream=True).body)["stream"] is True
 
 
-@pytest.mark.parametrize("body", [{"messages": [], "n": 2},
-                                  {"messages": [{"role": "user", "content": [
-                                      {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}])
-def test_unsupported(body: dict) -> None:
+def test_unsupported() -> None:
+    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}
     with pytest.raises(Unsupported):
-        A.chat_request(DEP, body, stream=False)
+        wire.chat_request(A, DEP, body, stream=False)
+
+
+@pytest.mark.parametrize("param", ["n", "logprobs", "reasoning_effort", "seed_not_in_options"])
+def test_declared_unsupported_params(param: str) -> None:
+    """Ollama cannot honour these: the router refuses them or routes elsewhere (test_params.py)."""
+    if param == "seed_not_in_options":
+        assert "seed" in A.supported_params  # seed is an Ollama option: honoured
+    else:
+        assert param not in A.supported_params
 
 
 def test_chat_response_with_tool_calls() -> None:
     raw = orjson.dumps({"model": "llama3.2", "message": {"role": "assistant", "content": "", "tool_calls": [
         {"function": {"name": "f", "arguments": {"city": "Paris"}}}]}, "done": True, "done_reason": "stop",
         "prompt_eval_count": 12, "eval_count": 9})
-    out, usage = A.chat_response(DEP, raw)
+    out, usage = wire.chat_response(A, DEP, raw)
     data = orjson.loads(out)
     assert usage == Usage(12, 9)
     choice = data["choices"][0]
@@ -79,7 +87,7 @@ NDJSON = b"".join(orjson.dumps(o) + b"\n" for o in [
 @pytest.mark.parametrize("include_usage", [False, True])
 @pytest.mark.parametrize("piece", [1, 13, 10_000])
 def test_stream_decoder(include_usage: bool, piece: int) -> None:
-    d = A.stream_decoder(DEP, include_usage)
+    d = wire.ClientStream(A, DEP, include_usage)
     out = []
     for i in range(0, len(NDJSON), piece):
         out += d.feed(NDJSON[i:i + piece])
@@ -94,16 +102,16 @@ def test_stream_decoder(include_usage: bool, piece: int) -> None:
 
 
 def test_stream_error_line() -> None:
-    d = A.stream_decoder(DEP, False)
+    d = wire.ClientStream(A, DEP, False)
     d.feed(b'{"message": {"content": "a"}, "done": false}\n{"error": "out of memory"}\n')
     assert d.failure is not None and "out of memory" in d.failure.message and not d.done
 
 
 @pytest.mark.parametrize("fmt", [None, "float", "base64"])
 def test_embeddings(fmt: str | None) -> None:
-    req = A.embeddings_request(DEP, {"model": "local", "input": ["a b", "c"]})
+    req = wire.embeddings_request(A, DEP, {"model": "local", "input": ["a b", "c"]})
     assert req.url == "http://h:11434/api/embed" and orjson.loads(req.body)["input"] == ["a b", "c"]
-    out, usage = A.embeddings_response(DEP, orjson.dumps({"embeddings": [[0.5, 1.0], [2.0, 0.25]],
+    out, usage = wire.embeddings_response(A, DEP, orjson.dumps({"embeddings": [[0.5, 1.0], [2.0, 0.25]],
                                                           "prompt_eval_count": 3}), fmt)
     data = orjson.loads(out)
     assert usage == Usage(3) and data["usage"] == {"prompt_tokens": 3, "total_tokens": 3}

@@ -5,15 +5,17 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from tests import wire
 from providers import ADAPTERS, parse_model
-from providers.base import Deployment, FailureReason, Secret, Usage
+from providers.base import ApiKey, Deployment, FailureReason, Secret, Usage
+from providers.canonical import Finish, TextDelta, UsageReport
 from providers.openai_stream import OpenAIStreamDecoder
 
 
 def dep(kind: str, **kw: object) -> Deployment:
     base = {"openai": None, "azure": "https://r.openai.azure.com", "hosted_vllm": "http://127.0.0.1:8000/v1"}[kind]
     return Deployment(id="d", model_name="public", kind=kind, model="gpt-4o-mini", api_base=base,
-                      api_key=Secret("k-123"), **kw)  # type: ignore[arg-type]
+                      credentials=ApiKey(Secret("k-123")), **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -29,7 +31,7 @@ def dep(kind: str, **kw: object) -> Deployment:
     ],
 )
 def test_urls_and_auth(kind: str, api_version: str | None, url: str, auth: tuple[str, str]) -> None:
-    req = ADAPTERS[kind].chat_request(dep(kind, api_version=api_version), {"model": "public", "messages": []}, False)
+    req = wire.chat_request(ADAPTERS[kind], dep(kind, api_version=api_version), {"model": "public", "messages": []}, False)
     assert req.url == url
     assert req.headers[auth[0]] == auth[1]
 
@@ -45,7 +47,7 @@ def test_urls_and_auth(kind: str, api_version: str | None, url: str, auth: tuple
     ],
 )
 def test_client_only_fields_are_stripped(kind: str, body: dict, expected_keys: set[str]) -> None:
-    req = ADAPTERS[kind].chat_request(dep(kind), {"model": "public", "messages": [], **body}, False)
+    req = wire.chat_request(ADAPTERS[kind], dep(kind), {"model": "public", "messages": [], **body}, False)
     sent = orjson.loads(req.body)
     assert set(sent) == expected_keys
     assert sent["model"] == "gpt-4o-mini"
@@ -56,7 +58,7 @@ def test_streams_always_ask_for_usage(client_options: dict | None) -> None:
     body = {"model": "public", "messages": [], "stream": True}
     if client_options is not None:
         body["stream_options"] = client_options
-    sent = orjson.loads(ADAPTERS["openai"].chat_request(dep("openai"), body, True).body)
+    sent = orjson.loads(wire.chat_request(ADAPTERS["openai"], dep("openai"), body, True).body)
     assert sent["stream_options"]["include_usage"] is True
     assert body.get("stream_options") == client_options, "the client's body is not mutated"
 
@@ -81,7 +83,7 @@ LLAMACPP_STREAM = chunk("Hel") + chunk("lo") + chunk(choices=False, usage=USAGE,
 @pytest.mark.parametrize("include_usage", [False, True])
 @pytest.mark.parametrize("piece", [1, 7, 10_000])
 def test_sse_decoder(stream: bytes, include_usage: bool, piece: int) -> None:
-    d = OpenAIStreamDecoder(include_usage)
+    d = wire.ClientStream(ADAPTERS["openai"], dep("openai"), include_usage)
     out = []
     for i in range(0, len(stream), piece):
         out += d.feed(stream[i:i + piece])
@@ -96,12 +98,26 @@ def test_sse_decoder(stream: bytes, include_usage: bool, piece: int) -> None:
 
 
 def test_sse_decoder_in_band_error_and_early_end() -> None:
-    d = OpenAIStreamDecoder(False)
+    d = wire.ClientStream(ADAPTERS["openai"], dep("openai"), False)
     out = d.feed(chunk("a") + b'data: {"error": {"message": "overloaded", "code": "server_error"}}\n\n' + chunk("b"))
     assert len(out) == 1 and d.failure is not None and d.failure.reason is FailureReason.SERVER_ERROR
-    early = OpenAIStreamDecoder(False)
+    early = OpenAIStreamDecoder(passthrough=True)
     early.feed(chunk("a"))
     assert not early.done and early.usage is None
+
+
+@pytest.mark.parametrize("piece", [1, 7, 10_000])
+def test_sse_decoder_canonical_events(piece: int) -> None:
+    """Without pass-through (a front other than Chat Completions) every chunk is parsed into events."""
+    stream = AZURE_STREAM.replace(b'"delta":{"content":"lo"},"finish_reason":null', b'"delta":{"content":"lo"},"finish_reason":"stop"')
+    d = OpenAIStreamDecoder(passthrough=False)
+    events = []
+    for i in range(0, len(stream), piece):
+        events += d.feed(stream[i:i + piece])
+    events += d.close()
+    assert events == [TextDelta("Hel"), TextDelta("lo"), Finish("stop"),
+                      UsageReport(Usage(10, 3, cached_input_tokens=4, reasoning_tokens=1), events[-1].raw)]
+    assert d.done and d.text == ["Hel", "lo"]
 
 
 @pytest.mark.parametrize(

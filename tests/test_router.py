@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from gateway.edge.asgi import Gateway, trimmed_price_map
+from gateway.accounting.metrics import Metrics
 from gateway.config.load import parse
 from gateway.proxy.health import HealthBook
+from gateway.proxy.router import Router
+from gateway.snapshot import Snapshot, build_snapshot
 from policies.health import BreakerState
 
 CONFIG = """
@@ -28,28 +30,30 @@ BODIES = [
 
 
 @pytest.fixture
-def gw() -> Any:
-    config = parse(CONFIG, "t.yaml", {})
-    g = Gateway(config)
-    g.price_map = trimmed_price_map(config)
-    g.health = HealthBook(redis=None)
-    return g
+def snapshot() -> Snapshot:
+    return build_snapshot(parse(CONFIG, "t.yaml", {}))
+
+
+@pytest.fixture
+def router() -> Router:
+    return Router(HealthBook(redis=None), Metrics(), lambda entry: None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("body", BODIES)
 @pytest.mark.parametrize("open_breaker", [None, "a"])
-def test_fast_path_matches_the_full_decision(gw: Any, body: dict[str, Any], open_breaker: str | None) -> None:
+def test_fast_path_matches_the_full_decision(snapshot: Snapshot, router: Router, body: dict[str, Any],
+                                             open_breaker: str | None) -> None:
     if open_breaker:
-        gw.health.breakers[open_breaker] = BreakerState("open", 5, 1e18, 0, "server_error")
-    group = gw.config.groups["m"]
-    fast = gw.router.decide(gw.config, "t", "m", group, body, None, None)
-    full = gw.router.decide(gw.config, "t", "m", group, body, None, None, dry_run=True)
+        router.health.breakers[open_breaker] = BreakerState("open", 5, 1e18, 0, "server_error")
+    group = snapshot.config.groups["m"]
+    fast = router.decide(snapshot, "t", "m", group, body, None, None)
+    full = router.decide(snapshot, "t", "m", group, body, None, None, explain=True)
     assert [d.id for d in fast.ordered] == [d.id for d in full.ordered]
     assert fast.denial == full.denial
 
 
-def test_fast_path_is_taken_only_when_trivial(gw: Any) -> None:
-    group = gw.config.groups["m"]
-    assert gw.router.decide(gw.config, "t", "m", group, BODIES[0], None, None).considered == ()
+def test_fast_path_is_taken_only_when_trivial(snapshot: Snapshot, router: Router) -> None:
+    group = snapshot.config.groups["m"]
+    assert router.decide(snapshot, "t", "m", group, BODIES[0], None, None).considered == ()
     for body in BODIES[1:]:
-        assert gw.router.decide(gw.config, "t", "m", group, body, None, None).considered != ()
+        assert router.decide(snapshot, "t", "m", group, body, None, None).considered != ()

@@ -8,7 +8,7 @@ write is queued for a background writer, and the log line is debug-level.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Protocol
 
 from gateway.accounting.metrics import Metrics
 from gateway.accounting.records import AttemptRecord
@@ -16,8 +16,14 @@ from gateway.accounting.records import AttemptRecord
 usage_log = logging.getLogger("taskgate.usage")
 
 
+class RecordSink(Protocol):
+    """Where records are kept (the ledger); returns the record as written, for the usage log."""
+
+    def record(self, rec: AttemptRecord) -> str: ...
+
+
 class Accountant:
-    def __init__(self, metrics: Metrics, ledger: Any) -> None:
+    def __init__(self, metrics: Metrics, ledger: RecordSink) -> None:
         self.metrics = metrics
         self.ledger = ledger
         self._warned_unpriced: set[str] = set()

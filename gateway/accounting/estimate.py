@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+import orjson
 
 from providers.base import Usage
 from providers.openai_wire import message_text
@@ -38,8 +40,17 @@ def count_tokens(text: str) -> int:
     return _counter()(text) if text else 0
 
 
-def estimate_usage(body: dict[str, Any], streamed: list[str]) -> Usage:
+def estimate_usage(body: Mapping[str, Any], streamed: list[str]) -> Usage:
     messages = body.get("messages") or []
     prompt = sum(count_tokens(message_text(m.get("content"))) + PER_MESSAGE_OVERHEAD
                  for m in messages if isinstance(m, dict))
     return Usage(input_tokens=prompt, output_tokens=count_tokens("".join(streamed)))
+
+
+def worst_case_usage(body: Mapping[str, Any], default_max_output: int) -> Usage:
+    """A safe upper bound of a request's tokens, for budget reservations (no tokenizer on the hot path)."""
+    prompt = body.get("messages") if "messages" in body else body.get("input")
+    prompt_tokens = len(orjson.dumps(prompt)) // 3 + 16  # a token is rarely under 3 bytes of JSON
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_output
+    out = max_out if isinstance(max_out, int) and not isinstance(max_out, bool) and max_out > 0 else default_max_output
+    return Usage(input_tokens=prompt_tokens, output_tokens=out)

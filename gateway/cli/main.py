@@ -44,8 +44,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  deployments enabled: {len(deployments)}")
     for d in deployments:
         print(f"    {d.id}: {d.kind}/{d.model}")
-    for d in cfg.disabled:
-        print(f"  disabled: {d.id}: {d.reason}")
+    for off in cfg.disabled:
+        print(f"  disabled: {off.id}: {off.reason}")
     print(f"  store: {'embedded at ' + cfg.store.path if cfg.store.url == 'embedded' else 'redis (shared)'}")
     print(f"  auth: {len(cfg.keys)} key(s)" if cfg.keys else "  auth: off (no keys configured)")
     for name in cfg.ignored_sections:

@@ -80,7 +80,8 @@ def _print_json(obj: Any) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     client = _client(args)
-    want, tasks, before = args.limit, [], args.before
+    tasks: list[dict[str, Any]] = []
+    want, before = args.limit, args.before
     page: dict[str, Any] = {"has_more": False, "next_before": None}
     while len(tasks) < want:
         page = client.list_tasks(task_type=args.task_type, status=args.status, since=args.since, until=args.until,
@@ -97,7 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = _table()
     _columns(table, ("task", "type", "status", "requests", "tokens in", "tokens out", "cost", "waste", "age",
                      "ended"), left=("task", "type", "status"))
-    marks = set()
+    marks: set[str] = set()
     for t in tasks:
         mark = ("*" if t.get("unpriced_attempts") else "") + ("~" if t.get("estimated_attempts") else "")
         marks.update(mark)

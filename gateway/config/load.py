@@ -24,7 +24,7 @@ from gateway.config import schema as schema
 from policies.decide import Policies
 from policies.schema import check_references
 from providers import ADAPTERS, parse_model
-from providers.base import Deployment, Secret
+from providers.base import Deployment
 
 DEFAULT_CONFIG = "config/gateway.yaml"
 SECRET_KEYS = frozenset(
@@ -303,25 +303,18 @@ def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | No
 
 def _deployment(dep_id: str, entry: schema.ModelEntry, params: dict[str, Any]) -> Deployment:
     kind, model = parse_model(params["model"])  # the kind was checked by the schema
-    missing = [name for name in ADAPTERS[kind].required_params if not params.get(name)]
+    adapter = ADAPTERS[kind]
+    missing = [name for name in adapter.required_params if not params.get(name)]
     if missing:
         raise ValueError(f"a {kind} deployment needs litellm_params.{', '.join(missing)}")
-
-    def secret(name: str) -> Secret | None:
-        return Secret(params[name]) if params.get(name) else None
-
     return Deployment(
         id=dep_id,
         model_name=entry.model_name,
         kind=kind,
         model=model,
         api_base=(params.get("api_base") or None),
-        api_key=secret("api_key"),
+        credentials=adapter.credentials(params),
         api_version=params.get("api_version"),
-        aws_region_name=params.get("aws_region_name"),
-        aws_access_key_id=secret("aws_access_key_id"),
-        aws_secret_access_key=secret("aws_secret_access_key"),
-        aws_session_token=secret("aws_session_token"),
         timeout=float(params.get("timeout", 600.0)),
         stream_timeout=float(params.get("stream_timeout", params.get("timeout", 60.0))),
         connect_timeout=float(params.get("connect_timeout", 5.0)),

@@ -14,10 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.accounting.metrics import Metrics
 from gateway.edge.auth import authenticate
 from gateway.config.load import Tenant
 from gateway.errors import BadRequest, GatewayError, NotFound, PolicyDenied, error_body, error_headers
+from gateway.ledger.ledger import Ledger
 from gateway.proxy.tasks import TASK_ID
+from gateway.snapshot import CurrentSnapshot
 
 STARTED = int(time.time())
 
@@ -27,7 +30,8 @@ def _error_response(err: GatewayError) -> Response:
     return Response(error_body(err), status_code=err.status, media_type="application/json", headers=headers)
 
 
-def build_api(gw: Any) -> FastAPI:
+def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> FastAPI:
+    """The API reads the config in force at each request from ``snapshots``."""
     api = FastAPI(title="Taskgate", docs_url=None, redoc_url=None, openapi_url=None)
 
     @api.exception_handler(GatewayError)
@@ -47,10 +51,10 @@ def build_api(gw: Any) -> FastAPI:
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-        return _error_response(BadRequest(first["msg"], param=param, code="invalid_request"))
+        return _error_response(BadRequest(str(first["msg"]), param=param, code="invalid_request"))
 
     def tenant_of(request: Request) -> Tenant:
-        return authenticate({k.lower(): v for k, v in request.headers.items()}, gw.config.keys)
+        return authenticate({k.lower(): v for k, v in request.headers.items()}, snapshots.config.keys)
 
     # /healthz and /readyz are answered by the ASGI app itself (gateway/edge/asgi.py), before FastAPI loads.
 
@@ -59,7 +63,7 @@ def build_api(gw: Any) -> FastAPI:
     async def models(request: Request) -> dict[str, Any]:
         tenant_of(request)
         data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "taskgate"}
-                for name in gw.config.public_models()]
+                for name in snapshots.config.public_models()]
         return {"object": "list", "data": data}
 
     def scope_tenant(request: Request, tenant: str | None) -> str:
@@ -88,16 +92,16 @@ def build_api(gw: Any) -> FastAPI:
         outcome = body.get("outcome") if isinstance(body, dict) else None
         if outcome not in ("succeeded", "failed"):
             raise BadRequest("'outcome' must be 'succeeded' or 'failed'", param="outcome", code="invalid_outcome")
-        return await gw.ledger.complete(who, task_id, outcome)
+        return await ledger.complete(who, task_id, outcome)
 
     @api.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, request: Request, tenant: str | None = None,
                        include: str | None = None) -> dict[str, Any]:
         who = scope_tenant(request, tenant)
         check_task_id(task_id)
-        summary = await gw.ledger.get(who, task_id)
+        summary = await ledger.get(who, task_id)
         if include == "attempts":
-            summary["attempt_records"] = await gw.ledger.attempts(who, task_id)
+            summary["attempt_records"] = await ledger.attempts(who, task_id)
         return summary
 
     @api.get("/v1/tasks")
@@ -108,7 +112,7 @@ def build_api(gw: Any) -> FastAPI:
         if status not in (None, "open", "succeeded", "failed", "abandoned"):
             raise BadRequest("status must be open, succeeded, failed or abandoned", param="status",
                              code="invalid_status")
-        return await gw.ledger.list(who, task_type=task_type, status=status, since=since, until=until,
+        return await ledger.list(who, task_type=task_type, status=status, since=since, until=until,
                                     limit=limit, before=before)
 
     @api.get("/v1/reports/tasks")
@@ -120,7 +124,7 @@ def build_api(gw: Any) -> FastAPI:
         since = until - 7 * 86400 if since is None else since
         if since > until:
             raise BadRequest("'since' is after 'until'", param="since", code="invalid_period")
-        return await gw.ledger.report(who, since, until)
+        return await ledger.report(who, since, until)
 
     @api.get("/v1/audit")
     async def audit(request: Request, tenant: str | None = None, limit: int = Query(default=50, ge=1, le=500),
@@ -129,13 +133,13 @@ def build_api(gw: Any) -> FastAPI:
         caller = tenant_of(request)
         if not caller.admin:
             raise PolicyDenied("the audit log needs an admin key", code="admin_required")
-        return await gw.ledger.read_audit(tenant, limit, before)
+        return await ledger.read_audit(tenant, limit, before)
 
     @api.get("/metrics")
-    async def metrics() -> Response:
-        return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     from gateway.edge.ui import mount_ui  # /ui: the cost page for teams without Grafana (gateway/edge/ui.py)
-    mount_ui(api, gw, tenant_of)
+    mount_ui(api, snapshots, ledger, tenant_of)
 
     return api

@@ -7,7 +7,6 @@ plain ASGI messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
@@ -18,18 +17,20 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-@dataclass(slots=True)
-class Request:
-    method: str
-    path: str
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
-    task_id: str | None = None  # set once the task is known, so that errors carry it too
-    dry_run: bool = False  # /v1/route/explain: decide, but do not count, audit or deny
-
-
-def headers_of(scope: dict[str, Any]) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+def headers_of(scope: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers by lower-case name. A header sent more than once is combined
+    into one comma-separated value, as HTTP defines (RFC 9110, 5.3): never "the last one
+    wins". Every header the gateway acts on takes a single value, so a combined one is
+    refused where it is read (X-Data-Class, X-Task-Id, the budget, the key, ...)."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name in out:
+            out[name] = f"{out[name]}, {value}"
+        else:
+            out[name] = value
+    return out
 
 
 async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:

@@ -29,6 +29,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from gateway.config.load import Tenant
+from gateway.ledger.ledger import Ledger
+from gateway.snapshot import CurrentSnapshot
 from gateway.errors import NotFound, PolicyDenied
 
 STATIC = Path(__file__).with_name("static")
@@ -43,10 +45,11 @@ HEADERS = {
 }
 
 
-def mount_ui(api: FastAPI, gw: Any, tenant_of: Callable[[Request], Tenant]) -> None:
+def mount_ui(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
+             tenant_of: Callable[[Request], Tenant]) -> None:
     """Adds ``/ui``, its two assets and ``/ui/api/context`` to the API app.
 
-    ``gw.config`` is read on every request: a hot reload may turn auth on or off.
+    The config is read on every request: a hot reload may turn auth on or off.
     """
     page = {auth: (STATIC / "index.html").read_text().replace("__AUTH__", auth).encode() for auth in ("on", "off")}
     assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
@@ -60,7 +63,7 @@ def mount_ui(api: FastAPI, gw: Any, tenant_of: Callable[[Request], Tenant]) -> N
 
     @api.get("/ui", include_in_schema=False)
     async def ui_page(request: Request) -> Response:
-        auth_on = bool(gw.config.keys)
+        auth_on = bool(snapshots.config.keys)
         browser = "text/html" in request.headers.get("accept", "")
         if not (auth_on and "authorization" not in request.headers and browser):
             admin(request)  # 401 without or with a bad key, 403 for a non-admin key
@@ -80,12 +83,12 @@ def mount_ui(api: FastAPI, gw: Any, tenant_of: Callable[[Request], Tenant]) -> N
     async def ui_context(request: Request) -> dict[str, Any]:
         """Who is signed in and which tenants there are, for the page's tenant picker."""
         caller = admin(request)
-        names = {t.name for t in gw.config.keys.values()} | set(gw.config.budgets.tenants) | {caller.name}
+        names = {t.name for t in snapshots.config.keys.values()} | set(snapshots.config.budgets.tenants) | {caller.name}
         tenants = []
         for name in sorted(names):
-            recent = await gw.ledger.list(name, task_type=None, status=None, since=None, until=None,
+            recent = await ledger.list(name, task_type=None, status=None, since=None, until=None,
                                           limit=1, before=None)
             tenants.append({"name": name, "has_tasks": bool(recent["data"])})
-        return {"object": "ui.context", "tenant": caller.name, "auth": bool(gw.config.keys), "tenants": tenants,
+        return {"object": "ui.context", "tenant": caller.name, "auth": bool(snapshots.config.keys), "tenants": tenants,
                 "task_types": {name: (float(t.price_usd) if t.price_usd is not None else None)
-                               for name, t in gw.config.tasks.types.items()}}
+                               for name, t in snapshots.config.tasks.types.items()}}

@@ -13,11 +13,12 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.config.load import Config
+from gateway.config.schema import BudgetsSection, TasksSection
 from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
 from gateway.ledger import scripts
 from gateway.ledger.spool import Spool
@@ -55,25 +56,37 @@ def picousd(value: Decimal) -> int:
     return int((value * PICO).to_integral_value())
 
 
+class ConfigSource(Protocol):
+    """Where the ledger reads the config in force (a reload replaces it; see gateway/snapshot.py)."""
+
+    @property
+    def config(self) -> Config: ...
+
+
 class Ledger:
-    def __init__(self, redis: Any, config: Config, metrics: Metrics) -> None:
+    def __init__(self, redis: Any, source: ConfigSource, metrics: Metrics) -> None:
         self.redis = redis
-        self.config = config
+        self._source = source
         self.metrics = metrics
-        self.settings = config.tasks
         self.scripts = {name: redis.register_script(getattr(scripts, name.upper()))
                         for name in ("record", "complete", "sweep", "reserve", "audit")}
         self.writer = Writer(redis, {name: self.scripts[name] for name in ("record", "audit")},
-                             Spool(config.spool_dir), self._on_result)
+                             Spool(source.config.spool_dir), self._on_result)
         self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def config(self) -> Config:
+        return self._source.config
+
+    @property
+    def settings(self) -> TasksSection:
+        return self._source.config.tasks
 
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         await self.writer.start()
-        self._loops = [asyncio.create_task(self._sweep_loop())]
-        if self.config.budgets.tenants:
-            self._loops.append(asyncio.create_task(self._budget_gauge_loop()))
+        self._loops = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._budget_gauge_loop())]
 
     async def stop(self) -> None:
         for loop in self._loops:
@@ -114,7 +127,7 @@ class Ledger:
             "end_outcome": rec.end_outcome or "",
             "reserved": "" if not rec.reserved_picousd else str(rec.reserved_picousd),
             "budget": "" if rec.budget_picousd is None else str(rec.budget_picousd),
-            "spend_keys": spend_keys(rec.tenant, rec.spend_period or period_of(rec.started_at)),
+            "spend_keys": spend_keys(rec.tenant, rec.spend_period if rec.spend_period[0] else period_of(rec.started_at)),
             "day": utc_day(time.time()),
             "retention": (self.settings.one_request_retention_hours * 3600 if rec.end_outcome
                           else self.settings.retention_days * 86400),
@@ -163,17 +176,14 @@ class Ledger:
 
     # --- budgets -----------------------------------------------------------------
 
-    def budgets_apply(self, tenant: str, task_budget: int | None) -> bool:
-        return task_budget is not None or tenant in self.config.budgets.tenants
-
     async def reserve(self, tenant: str, task_id: str, amount: int, task_budget: int | None,
-                      period: tuple[str, str]) -> bool:
+                      period: tuple[str, str], budgets: BudgetsSection) -> bool:
         """Reserves ``amount`` against every budget, or raises 429 ``budget_exceeded``.
 
-        Returns False (nothing reserved) when the store is unreachable and the
-        gateway fails open.
+        ``budgets`` is the section of the config the request started with. Returns
+        False (nothing reserved) when the store is unreachable and the gateway fails open.
         """
-        limits = self.config.budgets.tenants.get(tenant)
+        limits = budgets.tenants.get(tenant)
         day_key, month_key = spend_keys(tenant, period)
         scopes = [
             [f"tg:task:{tenant}:{task_id}", "cost_pusd", "reserved_pusd",
@@ -203,6 +213,8 @@ class Ledger:
 
     async def refresh_budget_gauges(self) -> None:
         """``taskgate_budget_remaining_usd`` for every tenant the budgets section names."""
+        if not self.config.budgets.tenants:
+            return
         period = period_of(time.time())
         pipe = self.redis.pipeline(transaction=False)
         names = sorted(self.config.budgets.tenants)
@@ -293,7 +305,7 @@ class Ledger:
 
     async def report(self, tenant: str, since: float, until: float) -> dict[str, Any]:
         await self.flush()
-        days = []
+        days: list[str] = []
         day = datetime.fromtimestamp(since, timezone.utc).date()
         last = datetime.fromtimestamp(until, timezone.utc).date()
         while day <= last and len(days) < 400:

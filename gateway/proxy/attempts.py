@@ -1,5 +1,20 @@
-"""The attempt loop's bookkeeping: the schedule of (deployment, retry) pairs and what
-happens before and after each upstream attempt."""
+"""The one attempt loop, for unary and streamed calls alike.
+
+For each (deployment, retry) of the decision's schedule, in order:
+
+    still allowed by policy? breaker lets it through?      else skip the deployment
+    the adapter can honour every parameter?               else skip (400 if none can)
+    first attempt only: store check, budget reservation    429 budget_exceeded / 503
+    the exchange runs the attempt                           (unary.py, streaming.py)
+    every attempt becomes one record                        (accounting, ledger)
+    success -> deliver;  failure -> retry / next deployment / stop
+
+An *exchange* is what differs between a unary and a streamed call: how one
+attempt talks to the transport and what the client is sent. Everything else —
+the schedule, the breaker and policy checks, admission, records, the retry and
+fallback decisions, and accounting an attempt that was cancelled — is here,
+once. Tests drive this loop in-process through a scripted transport.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +22,63 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Iterator, Protocol
 
+from gateway.accounting.estimate import worst_case_usage
+from gateway.accounting.pricing import cost_picousd
 from gateway.accounting.records import AttemptRecord
-from gateway.config.load import Config
-from gateway.proxy.begin import Call
+from gateway.errors import BadRequest, GatewayError, ServiceUnavailable, from_upstream
+from gateway.proxy.call import Call
+from gateway.services import Services
+from policies.capabilities import unsupported_params
 from policies.decide import DEFAULT_ROUTING, Decision, still_allowed
 from policies.health import BreakerState, availability, backoff, retryable
 from policies.schema import BreakerSettings
 from providers import ADAPTERS
-from providers.base import Adapter, Deployment, UpstreamFailure, Unsupported, Usage
+from providers.base import Adapter, Deployment, UpstreamFailure, UpstreamRequest, Unsupported, Usage
 
 log = logging.getLogger("taskgate.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    """What one attempt came to."""
+
+    failure: UpstreamFailure | None  # None: it succeeded
+    usage: Usage | None = None
+    usage_source: str = "none"  # provider | estimated | none
+    ttft: float | None = None  # streams: seconds to the first event
+    committed: bool = False  # the client already has bytes of this attempt: no failover
+
+
+class Exchange(Protocol):
+    """How one attempt of a call talks upstream and what its client gets."""
+
+    def upstream_request(self, adapter: Adapter, dep: Deployment) -> UpstreamRequest:
+        """The upstream request (raises Unsupported when the adapter cannot build it)."""
+        ...
+
+    async def attempt(self, adapter: Adapter, dep: Deployment, up_req: UpstreamRequest) -> Attempted: ...
+
+    async def deliver(self, dep: Deployment, cost: int | None) -> None:
+        """After a successful attempt is recorded: the rest of the response."""
+        ...
+
+    async def abort(self, dep: Deployment, err: GatewayError) -> None:
+        """After a committed attempt failed: tell the client in-band."""
+        ...
+
+    def interrupted(self) -> tuple[Usage | None, str]:
+        """The usage (and its source) of the attempt in progress, when it is cancelled."""
+        ...
 
 
 class Schedule:
     """(deployment, retry number) pairs in the order to try them, minus skipped deployments.
 
     Only the decision's deployments are ever scheduled, so a retry or a fallback
-    cannot reach a deployment that policy excluded; :meth:`usable` checks again
+    cannot reach a deployment that policy excluded; the loop checks again
     (compliance and the breaker) right before each attempt.
     """
 
@@ -56,107 +109,169 @@ def next_step(failure: UpstreamFailure, retry: int, dep: Deployment) -> str:
     return "stop"
 
 
-def retry_delay(config: Config, retry: int) -> float:
-    settings = (config.policies.routing or DEFAULT_ROUTING).retries
-    return backoff(retry, settings.backoff_base_s, settings.backoff_max_s, random.random())
+def final_error(last: tuple[Deployment, UpstreamFailure] | None, unsupported: Unsupported | None) -> GatewayError:
+    if last is not None:
+        return from_upstream(*last)
+    if unsupported is not None:
+        return BadRequest(str(unsupported), code="unsupported_parameter")
+    return ServiceUnavailable("no deployment could take the request", code="no_deployment")
 
 
-class Attempts:
-    """Runs the schedule for one call; subclasses (streaming) reuse the bookkeeping."""
-
-    def __init__(self, gw: Any, call: Call, decision: Decision) -> None:
-        self.gw = gw
+class AttemptLoop:
+    def __init__(self, call: Call, decision: Decision, services: Services, exchange: Exchange) -> None:
         self.call = call
+        self.services = services
+        self.exchange = exchange
         self.schedule = Schedule(decision)
+        routing = call.snapshot.config.policies.routing or DEFAULT_ROUTING
+        self.breaker: BreakerSettings = routing.breaker
+        self.retries = routing.retries
+        self.alpha = routing.for_model(call.model).alpha
+        self.attempts = 0  # records made so far
+        self.cost_picousd = 0
+        self.reserved_picousd = 0  # reserved against budgets before the first attempt; released by the last
+        self.admitted = False
         self.unsupported: Unsupported | None = None  # a deployment could not take the request
+        self.current: tuple[Deployment, float, float] | None = None  # the attempt in flight
 
-    async def admit(self) -> None:
-        """Before the first upstream byte: the store check and the budget reservation."""
-        call = self.call
-        if call.admitted:
-            return
-        call.admitted = True
-        await self.gw.admit(call, self.schedule)
-
-    def record(self, dep: Deployment, started: float, t0: float, outcome: str, status: int,
-               failure: UpstreamFailure | None, usage: Usage | None, usage_source: str,
-               final: bool, ttft: float | None = None, waste_reason: str | None = None) -> int | None:
-        call = self.call
-        elapsed = time.monotonic() - t0
-        cost = self.gw.cost(dep, usage, elapsed) if usage is not None else (0 if usage_source == "none" else None)
-        rec = AttemptRecord(
-            request_id=call.request_id, attempt=call.attempts, task_id=call.task.id, task_type=call.task.type,
-            tenant=call.tenant.name, operation=call.operation, model=call.model, deployment=dep.id,
-            provider=dep.kind, outcome=outcome, status=status,
-            error_reason=failure.reason.value if failure else None, usage=usage, usage_source=usage_source,
-            cost_picousd=cost, started_at=started, duration_s=elapsed, ttft_s=ttft, final=final,
-            waste_reason=waste_reason,
-            end_outcome=("succeeded" if outcome == "ok" else "failed") if final and call.task.generated else None,
-            reserved_picousd=call.reserved_picousd if final else None,
-            budget_picousd=call.budget_picousd if call.attempts == 0 else None,
-            spend_period=call.period,
-        )
-        call.attempts += 1
-        call.cost_picousd += cost or 0
-        self.gw.accountant.attempt(rec)
-        return cost
-
-    async def prepare(self, dep: Deployment, stream: bool) -> Any | None:
-        """Everything before an attempt: the upstream request, the policy and breaker checks, the
-        budget reservation. None when this deployment is to be skipped."""
+    async def run(self) -> None:
+        """Runs the schedule to a delivered answer, or raises the error for the client."""
         try:
-            up_req = self.build(ADAPTERS[dep.kind], dep, stream)
+            await self._run()
+        except GatewayError as err:
+            err.task_id = err.task_id or self.call.task.id
+            raise
+
+    async def _run(self) -> None:
+        last: tuple[Deployment, UpstreamFailure] | None = None
+        for dep, retry in self.schedule:
+            adapter = ADAPTERS[dep.kind]
+            up_req = await self._prepare(adapter, dep)
+            if up_req is None:
+                continue
+            started, t0 = time.time(), time.monotonic()
+            self.current = (dep, started, t0)
+            try:
+                result = await self.exchange.attempt(adapter, dep, up_req)
+            except asyncio.CancelledError:
+                self._interrupted()
+                raise
+            self.current = None
+            if result.failure is None:
+                self.services.health.succeeded(dep, time.monotonic() - t0, result.ttft, self.alpha)
+                cost = self._record(dep, started, t0, "ok", 200, result, final=True)
+                await self.exchange.deliver(dep, cost)
+                return
+            failure = result.failure
+            if result.committed:  # too late to fail over: tell the client in-band
+                self.services.health.failed(dep, failure, self.breaker)
+                self._record(dep, started, t0, "dropped", failure.status, result, final=True)
+                await self.exchange.abort(dep, from_upstream(dep, failure))
+                return
+            last = (dep, failure)
+            if await self._failed(dep, retry, started, t0, result) == "stop":
+                break
+        raise final_error(last, self.unsupported)
+
+    # --- before an attempt ---------------------------------------------------------
+
+    async def _prepare(self, adapter: Adapter, dep: Deployment) -> UpstreamRequest | None:
+        """The upstream request, or None when this deployment is to be skipped."""
+        missing = unsupported_params(self.call.params, self.call.snapshot.facts[dep.id])
+        try:
+            if missing:  # the router never schedules this; defence in depth
+                raise Unsupported(dep.kind, f"the parameter(s) {', '.join(missing)}")
+            up_req = self.exchange.upstream_request(adapter, dep)
         except Unsupported as exc:
             self.unsupported = exc
             self.schedule.skip.add(dep.id)
             return None
-        if not self.usable(dep):
+        if not self._usable(dep):
             self.schedule.skip.add(dep.id)
             return None
-        await self.admit()
-        self.started(dep)
+        if not self.admitted:
+            self.admitted = True
+            await self._admit()
+        self.services.health.attempt_started(dep)
         return up_req
 
-    def build(self, adapter: Adapter, dep: Deployment, stream: bool) -> Any:
-        call = self.call
-        if call.operation == "chat":
-            return adapter.chat_request(dep, call.body, stream)
-        return adapter.embeddings_request(dep, call.body)
+    def _usable(self, dep: Deployment) -> bool:
+        """Right before an attempt: still compliant (always, by construction) and its breaker lets it through."""
+        if not still_allowed(self.schedule.decision, dep):
+            log.error("deployment %s is not allowed for this request; skipped", dep.id)
+            return False
+        state = self.services.health.breakers.get(dep.id, BreakerState())
+        return availability(state, time.time(), self.breaker).usable
 
-    async def failed(self, dep: Deployment, retry: int, started: float, t0: float,
-                     failure: UpstreamFailure, usage: Usage | None = None, usage_source: str = "none") -> str:
+    async def _admit(self) -> None:
+        """Before the first upstream byte: refuse when failing closed, reserve budgets."""
+        call, ledger = self.call, self.services.ledger
+        config = call.snapshot.config
+        ledger.check_available()
+        if call.budget_picousd is None and call.tenant.name not in config.budgets.tenants:
+            return
+        worst = worst_case_usage(call.request.body, config.budgets.default_max_output_tokens)
+        amounts = [cost_picousd(worst, price, dep.timeout) for dep, _ in self.schedule.items
+                   if (price := call.snapshot.price(dep)) is not None]
+        amount = max(amounts, default=0)
+        if await ledger.reserve(call.tenant.name, call.task.id, amount, call.budget_picousd, call.period,
+                                config.budgets):
+            self.reserved_picousd = amount
+
+    # --- after an attempt ------------------------------------------------------------
+
+    async def _failed(self, dep: Deployment, retry: int, started: float, t0: float, result: Attempted) -> str:
+        failure = result.failure
+        assert failure is not None
         step = next_step(failure, retry, dep)
         if step == "next":
             self.schedule.skip.add(dep.id)
         if step != "stop" and not self.schedule.has_more():
             step = "stop"
         waste = {"retry": "retry", "next": "fallback"}.get(step)
-        self.record(dep, started, t0, "error", failure.status, failure, usage, usage_source,
-                    final=step == "stop", waste_reason=waste)
+        self._record(dep, started, t0, "error", failure.status, result, final=step == "stop", waste_reason=waste)
         log.warning("deployment %s failed (%s %s): %s; next: %s", dep.id, failure.reason.value, failure.status,
                     failure.message, step)
-        self.gw.health.failed(dep, failure, self.breaker_settings)
+        self.services.health.failed(dep, failure, self.breaker)
         if step == "retry":
-            await asyncio.sleep(retry_delay(self.call.config, retry))
+            await asyncio.sleep(backoff(retry, self.retries.backoff_base_s, self.retries.backoff_max_s,
+                                        random.random()))
         return step
 
-    @property
-    def breaker_settings(self) -> BreakerSettings:
-        routing = self.call.config.policies.routing
-        return (routing or DEFAULT_ROUTING).breaker
+    def _interrupted(self) -> None:
+        """The call was cancelled (the client went away): account the attempt in progress."""
+        if self.current is None:
+            return
+        dep, started, t0 = self.current
+        self.current = None
+        usage, source = self.exchange.interrupted()
+        self._record(dep, started, t0, "cancelled", 0, Attempted(None, usage, source), final=True,
+                     waste_reason="cancelled")
 
-    def usable(self, dep: Deployment) -> bool:
-        """Right before an attempt: still compliant (always, by construction) and its breaker lets it through."""
-        if not still_allowed(self.schedule.decision, dep):
-            log.error("deployment %s is not allowed for this request; skipped", dep.id)
-            return False
-        return availability(self.gw.health.breakers.get(dep.id, BreakerState()), time.time(),
-                            self.breaker_settings).usable
-
-    def started(self, dep: Deployment) -> None:
-        self.gw.health.attempt_started(dep)
-
-    def succeeded(self, dep: Deployment, t0: float, ttft: float | None = None) -> None:
-        routing = self.call.config.policies.routing
-        alpha = routing.for_model(self.call.model).alpha if routing else 0.3
-        self.gw.health.succeeded(dep, time.monotonic() - t0, ttft, alpha)
+    def _record(self, dep: Deployment, started: float, t0: float, outcome: str, status: int, result: Attempted,
+                final: bool, waste_reason: str | None = None) -> int | None:
+        call = self.call
+        elapsed = time.monotonic() - t0
+        usage = result.usage
+        price = call.snapshot.price(dep)
+        if usage is None:
+            cost: int | None = 0 if result.usage_source == "none" else None
+        else:
+            cost = None if price is None else cost_picousd(usage, price, elapsed)
+        failure = result.failure
+        rec = AttemptRecord(
+            request_id=call.request_id, attempt=self.attempts, task_id=call.task.id, task_type=call.task.type,
+            tenant=call.tenant.name, operation=call.operation, model=call.model, deployment=dep.id,
+            provider=dep.kind, outcome=outcome, status=status,
+            error_reason=failure.reason.value if failure else None, usage=usage, usage_source=result.usage_source,
+            cost_picousd=cost, started_at=started, duration_s=elapsed, ttft_s=result.ttft, final=final,
+            waste_reason=waste_reason,
+            end_outcome=("succeeded" if outcome == "ok" else "failed") if final and call.task.generated else None,
+            reserved_picousd=self.reserved_picousd if final else None,
+            budget_picousd=call.budget_picousd if self.attempts == 0 else None,
+            spend_period=call.period,
+        )
+        self.attempts += 1
+        self.cost_picousd += cost or 0
+        self.services.accountant.attempt(rec)
+        return cost

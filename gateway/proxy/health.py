@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 
 from gateway.ledger.writer import UNREACHABLE
 from policies.health import BreakerState, begin_attempt, record_failure, record_success
@@ -28,7 +28,7 @@ _CLOSED = BreakerState()
 
 
 class HealthBook:
-    def __init__(self, redis: Any, sync_interval: float = 0.5) -> None:
+    def __init__(self, redis: aioredis.Redis, sync_interval: float = 0.5) -> None:
         self.redis = redis
         self.sync_interval = sync_interval
         self.breakers: dict[str, BreakerState] = {}
@@ -38,6 +38,10 @@ class HealthBook:
 
     async def start(self) -> None:
         await self._sync()
+        self.start_loop()
+
+    def start_loop(self) -> None:
+        """The sync loop alone (when the first sync failed: the store may come back)."""
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:

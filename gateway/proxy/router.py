@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from gateway.config.load import Config
+from gateway.accounting.metrics import Metrics
 from gateway.errors import BadRequest, GatewayError, PolicyDenied, RateLimited, ServiceUnavailable
-from gateway.accounting.pricing import map_keys
-from policies.capabilities import ModelFacts, model_facts
+from gateway.proxy.health import HealthBook
+from gateway.snapshot import Snapshot
 from policies.compliance import tenant_facts
 from policies.decide import Decision, RequestFacts, decide
 from policies.verdicts import Denial
@@ -32,7 +32,7 @@ _POLICY_OF_RULE = {"compliance": "compliance", "tenants": "data_class", "capabil
 
 def denial_error(denial: Denial) -> GatewayError:
     cls = _DENIAL_ERRORS.get(denial.status, PolicyDenied)
-    return cls(denial.message, code=denial.code, retry_after=denial.retry_after)
+    return cls(denial.message, code=denial.code, retry_after=denial.retry_after, param=denial.param)
 
 
 def policy_label(rule: str) -> str:
@@ -63,57 +63,57 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
 
 
 class Router:
-    def __init__(self, gw: Any) -> None:
-        self.gw = gw
-        self._facts: dict[int, ModelFacts] = {}
+    """Decides routes from a snapshot and the live health; counts and audits what it decided."""
 
-    def facts_for(self, deps: tuple[Deployment, ...]) -> dict[str, ModelFacts]:
-        out = {}
-        for dep in deps:
-            facts = self._facts.get(id(dep))
-            if facts is None:
-                entry = next((self.gw.price_map[k] for k in map_keys(dep) if k in self.gw.price_map), None)
-                facts = self._facts[id(dep)] = model_facts(dep, entry)
-            out[dep.id] = facts
-        return out
+    def __init__(self, health: HealthBook, metrics: Metrics, audit: Callable[[dict[str, Any]], None]) -> None:
+        self.health = health
+        self.metrics = metrics
+        self.audit = audit
 
-    def decide(self, config: Config, tenant: str, model: str, group: tuple[Deployment, ...],
+    def decide(self, snapshot: Snapshot, tenant: str, model: str, group: tuple[Deployment, ...],
                body: Mapping[str, Any], data_class: str | None, budget_remaining: int | None,
-               dry_run: bool = False) -> Decision:
-        health = self.gw.health
-        if not dry_run and data_class is None and self._trivial(config, model, group, body):
+               params: frozenset[str] = frozenset(), *, explain: bool = False) -> Decision:
+        """``explain`` always runs the full decision, so that it can show every deployment's verdict."""
+        config = snapshot.config
+        if not explain and data_class is None and self._trivial(snapshot, model, group, body, params):
             # Nothing to decide: no compliance, config order, every breaker closed, nothing the
             # request needs that a deployment is known to lack. The full decision gives the same
             # order (tests/test_router.py); it is skipped because it costs ~37 µs a request.
             return Decision(model, tenant_facts(tenant, config.policies.tenants), None, "priority", body,
                             group, (), None, ())
+        health = self.health
         return decide(
-            RequestFacts(tenant, model, body, data_class, prompt_tokens(body), budget_remaining),
+            RequestFacts(tenant, model, body, data_class, prompt_tokens(body), budget_remaining, params),
             group, config.policies, health.breakers, health.latency,
-            {d.id: self.gw.price(d) for d in group}, time.time(), random.random(), self.facts_for(group),
+            {d.id: snapshot.prices.get(d.id) for d in group}, time.time(), random.random(),
+            {d.id: snapshot.facts[d.id] for d in group},
         )
 
-    def _trivial(self, config: Config, model: str, group: tuple[Deployment, ...], body: Mapping[str, Any]) -> bool:
-        policies = config.policies
+    def _trivial(self, snapshot: Snapshot, model: str, group: tuple[Deployment, ...], body: Mapping[str, Any],
+                 params: frozenset[str]) -> bool:
+        policies = snapshot.config.policies
         if policies.compliance is not None:
             return False
         if policies.routing is not None and policies.routing.for_model(model).strategy != "priority":
             return False
-        breakers = self.gw.health.breakers
+        breakers = self.health.breakers
         if breakers and any(d.id in breakers and breakers[d.id].phase != "closed" for d in group):
             return False
+        supported = snapshot.group_params.get(model)
+        if params and supported is not None and not params <= supported:
+            return False  # some deployment cannot honour a parameter: the full decision sees to it
         if body.get("tools") or body.get("functions") or body.get("stream") is True and any(
                 d.model_info.get("supports_streaming") is False for d in group):
             return False
-        facts = self.facts_for(group)
-        limits = [f.max_input_tokens for f in facts.values() if f.max_input_tokens]
-        if any(f.supports_vision is False for f in facts.values()) and _has_image(body):
+        facts = [snapshot.facts[d.id] for d in group]
+        limits = [f.max_input_tokens for f in facts if f.max_input_tokens]
+        if any(f.supports_vision is False for f in facts) and _has_image(body):
             return False
         return not limits or prompt_tokens(body) <= min(limits)
 
     def account(self, decision: Decision, task_id: str, tenant: str) -> None:
         """Counts the decision and audits its denials, redactions and escalations."""
-        metrics = self.gw.metrics
+        metrics = self.metrics
         if decision.denial is not None:
             metrics.policy_decisions.labels(policy_label(decision.denial.rule), "deny").inc()
         else:
@@ -121,7 +121,7 @@ class Router:
         for event in decision.audit_events:
             if event.kind != "denial":
                 metrics.policy_decisions.labels(policy_label(event.rule), event.kind).inc()
-            self.gw.ledger.audit({
+            self.audit({
                 "ts": time.time(), "tenant": tenant, "task_id": task_id, "model": decision.model,
                 "data_class": decision.data_class or "", "kind": event.kind, "rule": event.rule,
                 "reason": event.reason, "detail": dict(event.detail),

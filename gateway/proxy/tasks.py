@@ -34,7 +34,7 @@ class TaskRef:
 
 def identify(headers: Mapping[str, str], body: Mapping[str, Any] | None) -> TaskRef:
     body = body or {}
-    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    metadata: Mapping[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
     candidates = (
         ("X-Task-Id header", headers.get("x-task-id")),
         ("metadata.task_id", metadata.get("task_id")),

@@ -1,64 +1,91 @@
-"""A non-streaming call: the attempt loop, then one response."""
+"""Unary exchanges: one request, one whole answer (chat completions and embeddings).
+
+The attempt loop (:mod:`gateway.proxy.attempts`) runs the schedule; these say
+how one attempt calls the transport, how the answer becomes the front's body,
+and what the client is sent once the attempt is recorded.
+"""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
+from gateway.accounting.estimate import estimate_usage
 from gateway.accounting.pricing import format_usd
 from gateway.edge.http import Send, send_bytes
-from gateway.errors import BadRequest, GatewayError, ServiceUnavailable, from_upstream
-from gateway.proxy.attempts import Attempts
-from gateway.proxy.begin import Call
-from gateway.proxy.transport import UpstreamCallError
-from policies.decide import Decision
-from providers import ADAPTERS
-from providers.base import Adapter, Deployment, FailureReason, UpstreamFailure, Unsupported, Usage
+from gateway.errors import GatewayError
+from gateway.fronts.base import ChatFront, EmbeddingsFront
+from gateway.proxy.attempts import Attempted
+from gateway.proxy.call import Call
+from gateway.proxy.transport import Transport, UpstreamCallError
+from providers.base import Adapter, Deployment, FailureReason, UpstreamFailure, UpstreamRequest, Usage
+from providers.canonical import ChatRequest, EmbeddingsRequest
 
 
-async def unary(gw: Any, call: Call, decision: Decision, send: Send) -> None:
-    """A non-streaming chat completion or embeddings request."""
-    attempts = Attempts(gw, call, decision)
-    last: tuple[Deployment, UpstreamFailure] | None = None
-    for dep, retry in attempts.schedule:
-        up_req = await attempts.prepare(dep, stream=False)
-        if up_req is None:
-            continue
-        adapter = ADAPTERS[dep.kind]
-        started, t0 = time.time(), time.monotonic()
+class _Unary:
+    """What unary chat and embeddings share; subclasses build the request and encode the answer."""
+
+    def __init__(self, call: Call, transport: Transport, send: Send) -> None:
+        self.call = call
+        self.transport = transport
+        self.send = send
+        self.body = b""
+
+    def _encode(self, adapter: Adapter, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
+        raise NotImplementedError
+
+    async def attempt(self, adapter: Adapter, dep: Deployment, up_req: UpstreamRequest) -> Attempted:
         try:
-            reply = await gw.upstream.call(dep, up_req)
-            if reply.status >= 400:
-                failure = adapter.error(dep, reply.status, reply.headers, reply.body)
-            else:
-                out, usage = _parse(adapter, dep, call, reply.body)
-                attempts.succeeded(dep, t0)
-                cost = attempts.record(dep, started, t0, "ok", reply.status, None, usage, "provider", final=True)
-                headers = call.response_headers(dep)
-                headers.append((b"x-request-cost-usd", format_usd(cost).encode() if cost is not None else b"0"))
-                if cost is None:
-                    headers.append((b"x-request-cost-source", b"unpriced"))
-                await send_bytes(send, 200, out, headers)
-                return
+            reply = await self.transport.send(up_req, self.call.snapshot.unary_timeouts[dep.id])
         except UpstreamCallError as exc:
-            failure = exc.failure
-        except (ValueError, KeyError, TypeError) as exc:
-            failure = UpstreamFailure(FailureReason.PROTOCOL, 200, f"unreadable upstream response ({exc})")
-        last = (dep, failure)
-        if await attempts.failed(dep, retry, started, t0, failure) == "stop":
-            break
-    raise final_error(last, attempts.unsupported)
+            return Attempted(exc.failure)
+        if reply.status >= 400:
+            return Attempted(adapter.error(dep, reply.status, reply.headers, reply.body))
+        try:
+            self.body, usage = self._encode(adapter, dep, reply.body)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            failure = UpstreamFailure(FailureReason.PROTOCOL, reply.status, f"unreadable upstream response ({exc})")
+            return Attempted(failure)
+        return Attempted(None, usage, "provider")
+
+    async def deliver(self, dep: Deployment, cost: int | None) -> None:
+        headers = self.call.response_headers(dep)
+        headers.append((b"x-request-cost-usd", format_usd(cost).encode() if cost is not None else b"0"))
+        if cost is None:
+            headers.append((b"x-request-cost-source", b"unpriced"))
+        await send_bytes(self.send, 200, self.body, headers)
+
+    async def abort(self, dep: Deployment, err: GatewayError) -> None:
+        raise err  # never reached: a unary response is not committed before it is whole
+
+    def interrupted(self) -> tuple[Usage | None, str]:
+        # cancelled while the upstream worked on it: it saw the prompt, so count that, and say it is an estimate
+        return estimate_usage(self.call.request.body, []), "estimated"
 
 
-def _parse(adapter: Adapter, dep: Deployment, call: Call, raw: bytes) -> tuple[bytes, Usage]:
-    if call.operation == "chat":
-        return adapter.chat_response(dep, raw)
-    return adapter.embeddings_response(dep, raw, call.body.get("encoding_format"))
+class UnaryChat(_Unary):
+    def __init__(self, call: Call, transport: Transport, send: Send, front: ChatFront) -> None:
+        super().__init__(call, transport, send)
+        assert isinstance(call.request, ChatRequest)
+        self.chat: ChatRequest = call.request
+        self.front = front
+
+    def upstream_request(self, adapter: Adapter, dep: Deployment) -> UpstreamRequest:
+        return adapter.chat_request(dep, self.chat)
+
+    def _encode(self, adapter: Adapter, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
+        result = adapter.chat_response(dep, raw)  # the front uses result.raw only if it takes chat bytes
+        return self.front.encode_result(result, self.call.model), result.usage
 
 
-def final_error(last: tuple[Deployment, UpstreamFailure] | None, unsupported: Unsupported | None) -> GatewayError:
-    if last is not None:
-        return from_upstream(*last)
-    if unsupported is not None:
-        return BadRequest(str(unsupported), code="unsupported_parameter")
-    return ServiceUnavailable("no deployment could take the request", code="no_deployment")
+class UnaryEmbeddings(_Unary):
+    def __init__(self, call: Call, transport: Transport, send: Send, front: EmbeddingsFront) -> None:
+        super().__init__(call, transport, send)
+        assert isinstance(call.request, EmbeddingsRequest)
+        self.embed: EmbeddingsRequest = call.request
+        self.front = front
+
+    def upstream_request(self, adapter: Adapter, dep: Deployment) -> UpstreamRequest:
+        return adapter.embeddings_request(dep, self.embed)
+
+    def _encode(self, adapter: Adapter, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
+        result = adapter.embeddings_response(dep, raw)
+        return self.front.encode_result(result, self.call.model, self.embed), result.usage
+

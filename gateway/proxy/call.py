@@ -1,0 +1,42 @@
+"""One client request as the proxy path carries it (a frozen value)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway.config.load import Tenant
+from gateway.proxy.tasks import TaskRef
+from gateway.snapshot import Snapshot
+from providers.base import Deployment
+from providers.canonical import ChatRequest, EmbeddingsRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    request_id: str
+    operation: str  # "chat" or "embeddings"
+    tenant: Tenant
+    task: TaskRef
+    model: str  # the public model name
+    request: ChatRequest | EmbeddingsRequest  # canonical, redacted where policy says
+    snapshot: Snapshot  # the config this request started with; kept to its end
+    budget_picousd: int | None = None  # the task's budget, from X-Task-Budget-USD or the task type
+    started: float = field(default_factory=time.time)
+
+    @property
+    def period(self) -> tuple[str, str]:
+        """The UTC (day, month) this request's spend is booked to."""
+        t = time.gmtime(self.started)
+        return time.strftime("%Y%m%d", t), time.strftime("%Y%m", t)
+
+    @property
+    def params(self) -> frozenset[str]:
+        return self.request.params if isinstance(self.request, ChatRequest) else frozenset()
+
+    def response_headers(self, dep: Deployment) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-task-id", self.task.id.encode()),
+            (b"x-request-id", self.request_id.encode()),
+            (b"x-taskgate-deployment", dep.id.encode()),
+        ]
