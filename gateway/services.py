@@ -1,10 +1,10 @@
 """The clients with a lifetime, built once in the app's lifespan and passed to what needs them.
 
     Services
-    ├── transport    the upstream HTTP client        (gateway/proxy/transport.py)
+    ├── transport    the upstream HTTP client        (gateway/upstream/transport.py)
     ├── store        the Redis client                (gateway/store/)
     ├── ledger       tasks, budgets, the audit log   (gateway/ledger/)
-    ├── health       breakers and latency, shared    (gateway/proxy/health.py)
+    ├── health       breakers and latency, shared    (gateway/upstream/health.py) 
     ├── metrics      the app's Prometheus registry   (gateway/accounting/metrics.py)
     └── accountant   where attempt records go        (gateway/accounting/accountant.py)
 
@@ -25,8 +25,8 @@ import redis.asyncio as aioredis
 from gateway.accounting.accountant import Accountant
 from gateway.accounting.metrics import Metrics
 from gateway.ledger.ledger import Ledger
-from gateway.proxy.health import HealthBook
-from gateway.proxy.transport import AiohttpTransport, Transport
+from gateway.upstream.health import HealthBook
+from gateway.upstream.transport import AiohttpTransport, Transport
 from gateway.snapshot import CurrentSnapshot
 from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, connect
 

@@ -135,7 +135,7 @@ def _model_url(dep: Deployment, operation: str) -> str:
     return f"{_endpoint(dep)}/model/{quote(dep.model, safe='')}/{operation}"
 
 
-def _signed_request(dep: Deployment, operation: str, payload: Any, accept: str) -> UpstreamRequest:
+def _signed_request(dep: Deployment, operation: str, payload: Mapping[str, Any], accept: str) -> UpstreamRequest:
     url = _model_url(dep, operation)
     body = orjson.dumps(payload)
     headers = sign(dep, url, {"Content-Type": _JSON, "Accept": accept}, body)

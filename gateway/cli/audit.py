@@ -26,7 +26,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: Any) -> None:
+def add_command(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     audit = sub.add_parser("audit", help="policy denials, redactions and escalations (admin key)",
                            description="The newest entries of the gateway's policy audit log. "
                                        "Entries never contain request text.")

@@ -15,7 +15,10 @@ import os
 import sys
 import time
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 from gateway.cli.client import DEFAULT_URL, CLIError, Client
 from gateway.cli.format import (_positive_int, _when_arg, fmt_ago, fmt_int, fmt_iso, fmt_ratio, fmt_time, fmt_usd,
@@ -60,7 +63,7 @@ def _table(title: str | None = None) -> Any:
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
 
 
-def _columns(table: Any, names: Iterable[str], left: Iterable[str] = ()) -> None:
+def _columns(table: Table, names: Iterable[str], left: Iterable[str] = ()) -> None:
     """Numbers right-aligned; a narrow terminal folds cells rather than cut an id or an amount short."""
     left = set(left)
     for name in names:
@@ -231,7 +234,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def csv_row(row: dict[str, Any], since: Any, until: Any) -> list[str]:
+def csv_row(row: dict[str, Any], since: float | None, until: float | None) -> list[str]:
     waste = row.get("waste_usd") or {}
     money = {k: to_decimal(row.get(k)) for k in ("cost_per_succeeded_task_usd", "price_usd", "revenue_usd",
                                                    "margin_usd", "margin_per_succeeded_task_usd")}
@@ -251,14 +254,14 @@ def csv_row(row: dict[str, Any], since: Any, until: Any) -> list[str]:
     return ["" if values.get(col) is None else str(values[col]) for col in CSV_HEADER]
 
 
-def write_csv(out: Any, rows: Iterable[dict[str, Any]], since: Any, until: Any) -> None:
+def write_csv(out: IO[str], rows: Iterable[dict[str, Any]], since: float | None, until: float | None) -> None:
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
     for row in rows:
         writer.writerow(csv_row(row, since, until))
 
 
-def print_report(rows: Sequence[dict[str, Any]], since: Any, until: Any) -> None:
+def print_report(rows: Sequence[dict[str, Any]], since: float | None, until: float | None) -> None:
     console = _console()
     period = f"{fmt_time(since)} → {fmt_time(until)}"
     if not rows:
@@ -326,7 +329,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tenant", default=argparse.SUPPRESS, help="another tenant's tasks (admin keys only)")
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Registers ``tasks`` (with ``show`` and ``complete``) and ``report`` on the top-level subparsers."""
     when = "SPEC is a duration ago (30m, 24h, 7d), an ISO date/datetime (local time unless it has an offset) " \
            "or unix seconds."

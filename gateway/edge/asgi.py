@@ -23,18 +23,22 @@ from gateway.accounting.metrics import Metrics
 from gateway.config import load as config_mod
 from gateway.config.load import Config
 from gateway.config.reload import ConfigWatcher
-from gateway.edge.http import Receive, Send, headers_of, read_body, send_json
+from gateway.edge.auth import authenticate
+from gateway.edge.http import headers_of, parse_json_object, read_body, send_json
 from gateway.errors import GatewayError, internal_error
-from gateway.fronts.base import Headers
+from gateway.fronts.base import ChatFront, EmbeddingsFront, Headers
 from gateway.fronts.chat import ChatCompletionsFront
 from gateway.fronts.embeddings import OpenAIEmbeddingsFront
 from gateway.proxy.attempts import AttemptLoop
 from gateway.proxy.begin import begin
+from gateway.proxy.call import Call
+from gateway.proxy.respond import Receive, Send
 from gateway.proxy.router import Router
 from gateway.proxy.streaming import StreamChat, until_disconnect
 from gateway.proxy.unary import UnaryChat, UnaryEmbeddings
 from gateway.services import Services, close_services, open_services
 from gateway.snapshot import CurrentSnapshot, build_snapshot
+from policies.decide import Decision
 from providers.canonical import ChatRequest
 
 log = logging.getLogger("taskgate")
@@ -178,9 +182,17 @@ class TaskgateApp:
 
     # --- the hot handlers: one per front --------------------------------------------------
 
+    async def _begin(self, headers: Mapping[str, str], raw: bytes, front: ChatFront | EmbeddingsFront,
+                     explain: bool = False) -> tuple[Call, Decision]:
+        """Authenticate and parse here, at the edge; the proxy path takes it from there."""
+        snapshot = self.snapshots.current  # this request keeps this snapshot to its end
+        tenant = authenticate(headers, snapshot.config.keys)
+        return await begin(snapshot, self.router, self.services.ledger, tenant, headers, parse_json_object(raw),
+                           front, explain=explain)
+
     async def _chat(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
         services = self.services
-        call, decision = await begin(self.snapshots.current, self.router, services.ledger, headers, body, CHAT)
+        call, decision = await self._begin(headers, body, CHAT)
         if isinstance(call.request, ChatRequest) and call.request.stream:
             stream = AttemptLoop(call, decision, services, StreamChat(call, services.transport, send, CHAT))
             await until_disconnect(receive, stream.run())
@@ -189,15 +201,13 @@ class TaskgateApp:
 
     async def _embeddings(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
         services = self.services
-        call, decision = await begin(self.snapshots.current, self.router, services.ledger, headers, body,
-                                     EMBEDDINGS)
+        call, decision = await self._begin(headers, body, EMBEDDINGS)
         await AttemptLoop(call, decision, services, UnaryEmbeddings(call, services.transport, send,
                                                                     EMBEDDINGS)).run()
 
     async def _explain(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
         """``POST /v1/route/explain``: the same body and headers as a chat request; decides, sends nothing."""
-        call, decision = await begin(self.snapshots.current, self.router, self.services.ledger, headers, body,
-                                     CHAT, explain=True)
+        call, decision = await self._begin(headers, body, CHAT, explain=True)
         out = decision.explain()
         out["task_id"] = call.task.id
         await send_json(send, 200, out, [(b"x-task-id", call.task.id.encode())])

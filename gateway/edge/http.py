@@ -7,14 +7,13 @@ plain ASGI messages.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Mapping
 
 import orjson
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, error_body, error_headers
+from gateway.proxy.respond import Receive, Send, send_bytes
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def headers_of(scope: Mapping[str, Any]) -> dict[str, str]:
@@ -63,14 +62,6 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object", code="invalid_json")
     return data
-
-
-async def send_bytes(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], content_type: bytes = b"application/json"
-) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), *headers]})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def send_json(send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:

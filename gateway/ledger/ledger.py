@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
+import redis.asyncio as aioredis
 
 from gateway.config.load import Config
 from gateway.config.schema import BudgetsSection, TasksSection
@@ -64,7 +65,7 @@ class ConfigSource(Protocol):
 
 
 class Ledger:
-    def __init__(self, redis: Any, source: ConfigSource, metrics: Metrics) -> None:
+    def __init__(self, redis: aioredis.Redis, source: ConfigSource, metrics: Metrics) -> None:
         self.redis = redis
         self._source = source
         self.metrics = metrics
@@ -147,7 +148,7 @@ class Ledger:
         out: list[dict[str, Any]] = []
         high = f"({before}" if before else "+"
         while len(out) < limit:
-            page = await self.redis.xrevrange("tg:audit", high, "-", count=max(limit * 2, 50))
+            page: Any = await self.redis.xrevrange("tg:audit", high, "-", count=max(limit * 2, 50))
             if not page:
                 break
             for entry_id, fields in page:
@@ -244,7 +245,7 @@ class Ledger:
 
     async def get(self, tenant: str, task_id: str) -> dict[str, Any]:
         await self.flush()
-        h = await self.redis.hgetall(f"tg:task:{tenant}:{task_id}")
+        h: Any = await self.redis.hgetall(f"tg:task:{tenant}:{task_id}")
         if not h or b"status" not in h:
             raise NotFound(f"no task '{task_id}'", param="task_id", code="task_not_found")
         decoded = {k.decode(): v.decode() for k, v in h.items()}
@@ -283,7 +284,7 @@ class Ledger:
         out: list[dict[str, Any]] = []
         offset = 0
         while len(out) < limit:
-            page = await self.redis.zrevrangebyscore(f"tg:tasks:{tenant}", high, low, start=offset,
+            page: Any = await self.redis.zrevrangebyscore(f"tg:tasks:{tenant}", high, low, start=offset,
                                                      num=max(limit * 2, 50), withscores=True)
             if not page:
                 break

@@ -15,7 +15,7 @@ Keys (``{t}`` = tenant, ``{id}`` = task id, ``{day}`` = UTC yyyymmdd):
     tg:spend:{t}:{period}       hash: a tenant's spent and reserved money for a day or month
     tg:records                  stream: every attempt record, for export (approximately bounded)
     tg:audit                    stream: policy denials, redactions, escalations (no prompt text)
-    tg:health                   hash: circuit breaker state per deployment (gateway.proxy.health)
+    tg:health                   hash: circuit breaker state per deployment (gateway.upstream.health)
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
@@ -36,7 +37,7 @@ class Op:
 
 
 class Writer:
-    def __init__(self, redis: Any, scripts: dict[str, Any], spool: Spool,
+    def __init__(self, redis: aioredis.Redis, scripts: dict[str, Any], spool: Spool,
                  on_result: Callable[[Op, Any], None], replay_interval: float = 1.0) -> None:
         self.redis = redis
         self.scripts = scripts  # name -> redis-py Script (EVALSHA with EVAL fallback)

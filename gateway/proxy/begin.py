@@ -1,7 +1,8 @@
 """Everything that happens before the first upstream byte is sent.
 
-    authenticate -> parse (the front) -> identify the task -> find the model
-        -> the task's budget -> decide a route (policies) -> the Call
+    (the edge: authenticate, parse JSON) -> the front's canonical request
+        -> identify the task -> find the model -> the task's budget
+        -> decide a route (policies) -> the Call
 
 The request takes the snapshot current when it arrives and keeps it to its end.
 Errors are raised as :mod:`gateway.errors` exceptions; once the task is known,
@@ -13,12 +14,10 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
-from typing import Mapping
+from typing import Any, Mapping
 
 from gateway.accounting.pricing import PICO
-from gateway.config.load import Config
-from gateway.edge.auth import authenticate
-from gateway.edge.http import parse_json_object
+from gateway.config.load import Config, Tenant
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.fronts.base import ChatFront, EmbeddingsFront
 from gateway.ledger.ledger import Ledger
@@ -32,13 +31,12 @@ from providers.canonical import ChatRequest
 MAX_BUDGET_DIGITS = 40  # a budget header longer than this is not a budget
 
 
-async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, headers: Mapping[str, str], raw: bytes,
-                front: ChatFront | EmbeddingsFront, *, explain: bool = False) -> tuple[Call, Decision]:
-    """The Call and its route. ``explain`` (``/v1/route/explain``) decides in full and
-    neither counts, audits nor denies."""
+async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tenant, headers: Mapping[str, str],
+                body: dict[str, Any], front: ChatFront | EmbeddingsFront, *,
+                explain: bool = False) -> tuple[Call, Decision]:
+    """The Call and its route, for an authenticated ``tenant``'s parsed ``body``.
+    ``explain`` (``/v1/route/explain``) decides in full and neither counts, audits nor denies."""
     config = snapshot.config
-    tenant = authenticate(headers, config.keys)
-    body = parse_json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model", code="missing_model")

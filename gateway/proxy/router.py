@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from gateway.accounting.metrics import Metrics
 from gateway.errors import BadRequest, GatewayError, PolicyDenied, RateLimited, ServiceUnavailable
-from gateway.proxy.health import HealthBook
+from gateway.upstream.health import HealthBook
 from gateway.snapshot import Snapshot
 from policies.compliance import tenant_facts
 from policies.decide import Decision, RequestFacts, decide

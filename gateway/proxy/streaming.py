@@ -17,12 +17,12 @@ import time
 from typing import Any, Coroutine
 
 from gateway.accounting.estimate import estimate_usage
-from gateway.edge.http import Receive, Send
+from gateway.proxy.respond import Receive, Send
 from gateway.errors import GatewayError
 from gateway.fronts.base import ChatFront, StreamEncoder
 from gateway.proxy.attempts import Attempted
 from gateway.proxy.call import Call
-from gateway.proxy.transport import Transport, UpstreamCallError
+from gateway.upstream.transport import Transport, UpstreamCallError
 from providers.base import Adapter, Deployment, FailureReason, StreamDecoder, UpstreamFailure, UpstreamRequest, Usage
 from providers.canonical import ChatRequest, StreamError, StreamEvent
 
