@@ -12,7 +12,8 @@ def _pt(res: dict | None, mode: str, c: int) -> dict | None:
     return r if r and "error" not in r else None
 
 
-def derive(results: list[dict], plan: dict, delay_ms: float, chunk_interval_ms: float = 0.0) -> dict:
+def derive(results: list[dict], plan: dict, delay_ms: float, chunk_interval_ms: float = 0.0,
+           baseline: str | None = None) -> dict:
     by = {r["name"]: r for r in results}
     d, p = by.get("direct"), by.get("passthrough")
     out: dict = {}
@@ -61,7 +62,44 @@ def derive(results: list[dict], plan: dict, delay_ms: float, chunk_interval_ms: 
                     worst = ratio if worst is None else min(worst, ratio)
             if worst is not None:
                 checks[r["name"]] = {"mock_headroom": round(worst, 2), "ok": worst >= 5.0}
-    return {"derived": out, "checks": checks}
+    res = {"derived": out, "checks": checks}
+    if baseline:
+        res["baseline_note"] = _vs_baseline(by.get("taskgate"), by.get(baseline), baseline, plan,
+                                            out.setdefault("taskgate", {}))
+    return res
+
+
+def _vs_baseline(t: dict | None, b: dict | None, bname: str, plan: dict, dv: dict) -> str | None:
+    """taskgate ÷ taskgate@<rev> per point (RPS, CPU µs / request) into dv, and a one-line note."""
+    if not t or not b:
+        return None
+    parts = []
+    for key, label, better in (("rps", "RPS", "> 1× = faster"),
+                               ("cpu_us_per_req", "CPU µs / request", "< 1× = cheaper")):
+        per_mode = []
+        for mode in ("nonstream", "stream"):
+            cells = []
+            for c in plan["stream_conc"] if mode == "stream" else plan["conc"]:
+                me, ref = _pt(t, mode, c), _pt(b, mode, c)
+                if me and ref and me.get(key) and ref.get(key):
+                    ratio = round(me[key] / ref[key], 3)
+                    dv[f"{mode}_c{c}_{'rps' if key == 'rps' else 'cpu'}_vs_baseline"] = ratio
+                    cells.append(f"c={c} {ratio:.2f}×")
+            if cells:
+                per_mode.append(f"{'non-stream' if mode == 'nonstream' else 'stream'} " + ", ".join(cells))
+        if per_mode:
+            parts.append(f"{label} ({better}): " + "; ".join(per_mode))
+    m1, r1 = _pt(t, "nonstream", 1), _pt(b, "nonstream", 1)
+    if m1 and r1:
+        dv["added_p50_c1_ms_vs_baseline"] = round((m1["p50_us"] - r1["p50_us"]) / 1000, 3)
+        parts.append(f"p50 c=1 {dv['added_p50_c1_ms_vs_baseline']:+.3f} ms")
+    sp, rsp = (t.get("stream_probe") or {}), (b.get("stream_probe") or {})
+    if sp.get("n") and rsp.get("n"):
+        dv["added_ttfb_c1_ms_vs_baseline"] = round(sp["ttfb"]["p50_ms"] - rsp["ttfb"]["p50_ms"], 3)
+        parts.append(f"stream TTFB p50 c=1 {dv['added_ttfb_c1_ms_vs_baseline']:+.3f} ms")
+    if not parts:
+        return f"taskgate vs {bname}: no point measured on both"
+    return f"**taskgate vs {bname}** (taskgate ÷ baseline, same run): " + " · ".join(parts)
 
 
 def fmt_int(x) -> str:

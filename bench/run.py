@@ -5,6 +5,7 @@
     bench/run.sh --smoke            # ~1 s points, c=1 and 16 only (CI)
     bench/run.sh --delay-ms 50      # "50 ms upstream at c=64" check
     bench/run.sh --systems direct,passthrough,taskgate,litellm,portkey
+    bench/run.sh --baseline HEAD~1  # also taskgate@<sha>: HEAD~1's code, same run
 
 It starts the mock upstream (bench/mock_upstream.py, pinned on the load core),
 then for each system: starts it (pinned on the system-under-test core), waits
@@ -120,6 +121,10 @@ def parse_args(argv=None):
                     help="seconds to wait for readiness (default per system: 30, taskgate 60, litellm 120)")
     ap.add_argument("--taskgate-cmd", default=None,
                     help="command to start taskgate, before 'serve ...' (default: the venv's taskgate)")
+    ap.add_argument("--baseline", metavar="REV", default=None,
+                    help="also measure Taskgate at git revision REV (system 'taskgate@<sha>'), run from a "
+                         "worktree in $TMPDIR/taskgate-bench-baseline-<sha> (created or reused), same config "
+                         "and CPUs as 'taskgate', interleaved with the others: before/after in one run")
     ap.add_argument("--out", default=None, help="results JSON path (default bench/results/<ts>.json)")
     return ap.parse_args(argv)
 
@@ -161,6 +166,17 @@ def main(argv=None) -> int:
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install -y wrk (bench/run.sh does it when root)", file=sys.stderr)
         return 2
+    baseline = None
+    if a.baseline:
+        try:
+            wt, sha, short, reused = baseline_worktree(a.baseline)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        baseline = TaskgateBaseline(wt, sha, short, a.baseline)
+        log(f"baseline {a.baseline} = {short}: {'reusing' if reused else 'created'} worktree {wt}")
+        if "taskgate" not in names:
+            log("note: --baseline without 'taskgate' in --systems: nothing to compare it with")
 
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     want = {int(x) for x in (a.sut_cpus + "," + a.load_cpus).split(",") if x.strip().isdigit()}
@@ -204,7 +220,11 @@ def main(argv=None) -> int:
         log(f"mock upstream on :{mock_port} (delay {a.delay_ms:g} ms, {a.chunks} chunks), "
             f"points: non-stream c={plan['conc']}, stream c={plan['stream_conc']}, {plan['duration']} s each")
         sampler = PeakSampler().start()
-        runs = [SystemRun(SYSTEMS[n](), ctx, plan, sampler) for n in names]
+        sysobjs = [SYSTEMS[n]() for n in names]
+        if baseline is not None:  # right after taskgate, so the two are measured back to back
+            at = names.index("taskgate") + 1 if "taskgate" in names else len(sysobjs)
+            sysobjs.insert(at, baseline)
+        runs = [SystemRun(s, ctx, plan, sampler) for s in sysobjs]
         try:
             (run_sequential if a.sequential else run_interleaved)(runs, plan)
         finally:
@@ -214,7 +234,8 @@ def main(argv=None) -> int:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    der = derive(results, plan, a.delay_ms, a.chunk_interval_ms)
+    der = derive(results, plan, a.delay_ms, a.chunk_interval_ms,
+                 baseline=baseline.name if baseline else None)
     table = render_table(results, plan, der, a.delay_ms)
     title = (f"Taskgate bench {started:%Y-%m-%d %H:%M:%S} · git {git_rev() or '?'} · "
              f"{plan['duration']} s points · mock delay {a.delay_ms:g} ms, {a.chunks} chunks"
@@ -230,6 +251,8 @@ def main(argv=None) -> int:
                      f"its best RPS (need ≥ 5×) — {mark}")
     noisy = sorted({r["name"] for r in results for m in r.get("points", {}).values()
                     for x in m.values() if x.get("other_cpu_pct", 0) > 25 or x.get("steal_pct", 0) > 10})
+    if baseline is not None and der.get("baseline_note"):
+        notes.append(der["baseline_note"])
     if noisy:
         notes.append("NOISY: other processes (or the hypervisor: steal) used > 25% of a core during "
                      f"points of: {', '.join(noisy)}; re-run for numbers to quote")
@@ -259,6 +282,8 @@ def main(argv=None) -> int:
             "wrk": (lambda p: (p.stdout + p.stderr).splitlines()[:1])(subprocess.run(["wrk", "-v"], capture_output=True, text=True)),
             "loadavg_before": load_before, "loadavg_after": load_after,
             "psutil": psutil is not None,
+            "baseline": ({"rev": a.baseline, "sha": baseline.sha, "name": baseline.name,
+                          "worktree": str(baseline.worktree)} if baseline else None),
             "total_seconds": round(time.perf_counter() - t_run, 1),
         },
         "systems": results,

@@ -4,6 +4,8 @@
 #   bench/run.sh --smoke          # CI: 1 s points, c=1 and 16
 #   bench/run.sh --delay-ms 50    # 50 ms upstream, c=1 and 64
 #   bench/run.sh --systems direct,passthrough,taskgate,litellm,portkey   # after bench/setup_peers.sh
+#   bench/run.sh --baseline HEAD~1  # before/after in one run: adds taskgate@<sha>, the code of
+#                                   # HEAD~1 from a git worktree in /tmp/taskgate-bench-baseline-<sha>
 # Uses $VENV (default /work/venv, else .venv, else the python3 on PATH);
 # installs wrk (Debian package, root only) and psutil when missing.
 set -euo pipefail

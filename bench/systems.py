@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from common import BENCH, PEERS, ROOT, TEMPLATE_MOCK_BASE, git_rev
@@ -120,7 +122,102 @@ class Taskgate(System):
         return {"PYTHONPATH": str(ROOT) + (os.pathsep + pp if pp else "")}
 
     def version(self):
-        return f"taskgate {_dist_version('taskgate')} @ {git_rev() or '?'}"
+        return f"taskgate {_dist_version('taskgate')} @ {git_rev() or '?'}{_dirty(ROOT)}"
+
+
+def _git(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess:
+    # --no-optional-locks: never touch an index (another process may be committing)
+    return subprocess.run(["git", "--no-optional-locks", "-C", str(cwd), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _dirty(tree: Path) -> str:
+    """' + uncommitted changes' when gateway/ differs from HEAD in that tree."""
+    try:
+        r = _git("diff", "--quiet", "HEAD", "--", "gateway", cwd=tree, timeout=10)
+        return " + uncommitted changes" if r.returncode == 1 else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def baseline_worktree(rev: str) -> tuple[Path, str, str, bool]:
+    """A detached git worktree of `rev` under the temp dir, created or reused.
+
+    Returns (path, full sha, short sha, reused). Raises RuntimeError with a
+    message for the user when rev is unknown or the directory is in the way.
+    """
+    r = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if r.returncode != 0 or not r.stdout.strip():
+        raise RuntimeError(f"--baseline {rev}: not a commit in {ROOT}")
+    sha = r.stdout.strip()
+    short = _git("rev-parse", "--short", sha).stdout.strip() or sha[:7]
+    path = Path(tempfile.gettempdir()) / f"taskgate-bench-baseline-{short}"
+    if path.exists():
+        head = _git("rev-parse", "HEAD", cwd=path)
+        if head.returncode != 0 or head.stdout.strip() != sha:
+            raise RuntimeError(
+                f"--baseline {rev}: {path} exists but is not a checkout of {short} "
+                f"(HEAD {head.stdout.strip() or '?'}); remove it (git worktree remove --force {path}) "
+                "and run again")
+        return path, sha, short, True
+    # -f: also when a worktree there was registered and its directory deleted
+    r = _git("worktree", "add", "-f", "--detach", str(path), sha, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"--baseline {rev}: git worktree add failed: {(r.stderr or r.stdout).strip()}")
+    return path, sha, short, False
+
+
+# Older revisions have gateway/cli.py (entry point gateway.cli:main), newer
+# ones the package gateway/cli/ with gateway/cli/main.py (gateway.cli.main:main).
+BASELINE_BOOT = ("import sys, importlib; sys.argv[0] = 'taskgate'; c = importlib.import_module('gateway.cli'); "
+                 "m = importlib.import_module('gateway.cli.main') if hasattr(c, '__path__') else c; "
+                 "sys.exit(m.main())")
+
+
+class TaskgateBaseline(Taskgate):
+    """Taskgate at another revision (--baseline REV), run from a git worktree of it
+    with this venv's python and PYTHONPATH=<worktree>: same interpreter,
+    dependencies, config and CPU placement as `taskgate`, only the code differs."""
+
+    def __init__(self, worktree: Path, sha: str, short: str, rev: str):
+        self.worktree, self.sha, self.short, self.rev = worktree, sha, short, rev
+        self.name = f"taskgate@{short}"
+        self.description = f"taskgate serve --config bench/gateway.yaml, code of {rev} ({short}) from {worktree}"
+
+    def available(self, ctx):
+        # the worktree's package must win over the editable install of this checkout
+        env = dict(os.environ)
+        env.update(self.env(ctx))
+        try:
+            r = subprocess.run([sys.executable, "-c", "import gateway; print(gateway.__file__)"],
+                               capture_output=True, text=True, env=env, cwd=str(ctx.tmp), timeout=30,
+                               check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"could not import gateway from {self.worktree}: {e}"
+        got = r.stdout.strip()
+        if r.returncode != 0 or not Path(got).resolve().is_relative_to(self.worktree.resolve()):
+            return (f"'import gateway' does not load the baseline's code (got {got or r.stderr.strip()[-200:]!r}, "
+                    f"expected under {self.worktree})")
+        return None
+
+    def command(self, ctx, port, workdir):
+        cfg = render_template(BENCH / "gateway.yaml", workdir / "gateway.yaml", ctx)
+        return [sys.executable, "-c", BASELINE_BOOT, "serve", "--config", str(cfg),
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(ctx.args.workers)]
+
+    def env(self, ctx):
+        pp = os.environ.get("PYTHONPATH")
+        return {"PYTHONPATH": str(self.worktree) + (os.pathsep + pp if pp else "")}
+
+    def version(self):
+        v = "?"
+        try:
+            m = re.search(r'^version\s*=\s*"([^"]+)"', (self.worktree / "pyproject.toml").read_text(),
+                          re.MULTILINE)
+            v = m.group(1) if m else "?"
+        except OSError:
+            pass
+        return f"taskgate {v} @ {self.short}{_dirty(self.worktree)} (worktree {self.worktree})"
 
 
 # ---- peers ---------------------------------------------------------------
