@@ -8,7 +8,7 @@ import pytest
 
 from gateway.accounting.metrics import Metrics
 from gateway.config.load import parse
-from gateway.proxy.health import HealthBook
+from gateway.upstream.health import HealthBook
 from gateway.proxy.router import Router
 from gateway.snapshot import Snapshot, build_snapshot
 from policies.health import BreakerState
