@@ -13,15 +13,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 import yaml
 
 from tests.fakes import AzureFake, BedrockFake, OllamaFake, OpenAIFake
+from tests.procs import ManagedProcess, http_status, redis_ping
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -50,40 +49,27 @@ class RedisServer:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="taskgate-test-redis-")
         self.persistent = persistent
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = ManagedProcess(
+            "redis-server",
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--databases", "1000",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
+             "--dir", self.dir, "--daemonize", "no"],
+            Path(self.dir, "redis.log"),
+        )
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--databases", "1000",
-             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
-             "--dir", self.dir, "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")],
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("test redis-server did not start")
+        self.process.start(redis_ping(self.port), timeout=10, interval=0.05)
 
     def kill(self) -> None:
         """SIGKILL: no chance to save anything."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        self.process.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -107,11 +93,20 @@ class GatewayProcess:
         self.workers = workers
         self.env = env or {}
         self.log_path = workdir / f"gateway-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = ManagedProcess(
+            "gateway",
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
+             "--port", str(self.port), "--workers", str(self.workers)],
+            self.log_path, cwd=self.workdir,
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -119,42 +114,19 @@ class GatewayProcess:
     def start(self, timeout: float = 20) -> "GatewayProcess":
         env = {**os.environ, "TASKGATE_LOG_LEVEL": "INFO", **self.env}
         env.pop("TASKGATE_STORE_URL", None)
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
-             "--port", str(self.port), "--workers", str(self.workers)],
-            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gateway not ready within {timeout}s:\n{self.log()}")
+        self.process.env = env  # read at each start, as the environment may have changed
+        self.process.start(http_status(f"{self.url}/readyz"), timeout=timeout)
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
+        self.process.stop(timeout=15)
 
     def restart(self) -> "GatewayProcess":
         self.stop()
         return self.start()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
 
 @pytest.fixture

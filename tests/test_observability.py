@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.accounting.metrics import TASK_TYPE_CAP, Metrics
 from tests.conftest import ROOT, GatewayProcess, base_config, free_port, model_entry
+from tests.procs import ManagedProcess, http_status
 
 RULES = ROOT / "config" / "prometheus" / "rules.yml"
 EXAMPLE = ROOT / "config" / "prometheus" / "prometheus.yml"
@@ -132,30 +133,20 @@ class Prometheus:
         cfg["scrape_configs"] = [{**cfg["scrape_configs"][0], "static_configs": [{"targets": targets}]}]
         self.config = workdir / "prometheus.yml"
         self.config.write_text(yaml.safe_dump(cfg))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = ManagedProcess(
+            "prometheus",
+            [binary("prometheus"), f"--config.file={self.config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            workdir / "prometheus.log",
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> "Prometheus":
-        self._log = open(self.workdir / "prometheus.log", "wb")
-        self.proc = subprocess.Popen(
-            [binary("prometheus"), f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("prometheus was not ready in time")
+        self.process.start(http_status(f"{self.url}/-/ready"), timeout=timeout)
+        return self
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         resp = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
@@ -171,15 +162,7 @@ class Prometheus:
         return result
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
+        self.process.stop()
 
 
 # --- promtool ---------------------------------------------------------------------

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -28,6 +27,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayProcess, base_config, model_entry
+from tests.procs import ManagedProcess
 
 ADMIN_KEY = "ui-admin-key-0001"
 TEAM_KEY = "ui-team-key-0001"
@@ -144,7 +144,10 @@ class Chromium:
     def __init__(self, binary: str) -> None:
         self.binary = binary
         self.profile = tempfile.mkdtemp(prefix="taskgate-chromium-")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = ManagedProcess(
+            "chromium", [binary, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            Path(self.profile, "chromium.log"),
+        )
         self.ws: Any = None
         self.events: list[dict[str, Any]] = []
         self._id = 0
@@ -153,25 +156,22 @@ class Chromium:
     def start(self, timeout: float = 20) -> "Chromium":
         from websockets.sync.client import connect
 
-        self.log = open(os.path.join(self.profile, "chromium.log"), "wb")
-        self.proc = subprocess.Popen([self.binary, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         port_file = Path(self.profile, "DevToolsActivePort")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {self.proc.returncode}")
-            lines = port_file.read_text().split() if port_file.exists() else []
-            if len(lines) == 2:
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("chromium did not open its DevTools port")
-        with urllib.request.urlopen(f"http://127.0.0.1:{lines[0]}/json/list", timeout=5) as resp:
-            page = next(t for t in json.load(resp) if t["type"] == "page")
-        self.ws = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10))
-        for domain in ("Runtime", "Log", "Page", "Network"):
-            self.call(f"{domain}.enable")
+
+        def devtools_port_written() -> bool:  # two lines: the port and the browser's target path
+            return port_file.exists() and len(port_file.read_text().split()) == 2
+
+        self.process.start(devtools_port_written, timeout=timeout, interval=0.05)
+        try:
+            port = port_file.read_text().split()[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
+                page = next(t for t in json.load(resp) if t["type"] == "page")
+            self.ws = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10))
+            for domain in ("Runtime", "Log", "Page", "Network"):
+                self.call(f"{domain}.enable")
+        except BaseException:
+            self.stop()  # no browser left behind when the fixture never gets to stop it
+            raise
         return self
 
     def call(self, method: str, timeout: float = 15, **params: Any) -> dict[str, Any]:
@@ -219,15 +219,7 @@ class Chromium:
 
     def stop(self) -> None:
         self._stack.close()  # the websocket
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
+        self.process.stop()
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
