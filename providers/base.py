@@ -21,7 +21,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 if TYPE_CHECKING:
-    from providers.canonical import ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, StreamEvent
+    from providers.canonical import (ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, RawChatResult,
+                                     StreamEvent)
 
 
 class Secret:
@@ -188,7 +189,10 @@ class Adapter(Protocol):
 
     def chat_request(self, dep: Deployment, req: ChatRequest) -> UpstreamRequest: ...
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult: ...
+    def chat_response(self, dep: Deployment, raw: bytes, passthrough: bool = False) -> ChatResult | RawChatResult:
+        """With ``passthrough`` (only asked of an adapter whose ``passthrough`` is True), the
+        upstream's body may come back as a :class:`RawChatResult`, parsed only for usage."""
+        ...
 
     def stream_decoder(self, dep: Deployment, passthrough: bool = False) -> StreamDecoder: ...
 

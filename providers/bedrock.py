@@ -181,7 +181,7 @@ class BedrockAdapter:
         operation, accept = ("converse-stream", _EVENTSTREAM) if req.stream else ("converse", _JSON)
         return _signed_request(dep, operation, converse_body(req.body), accept)
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult:
+    def chat_response(self, dep: Deployment, raw: bytes, passthrough: bool = False) -> ChatResult:
         data = orjson.loads(raw)
         content = ((data.get("output") or {}).get("message") or {}).get("content") or []
         texts: list[str] = []

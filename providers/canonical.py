@@ -138,6 +138,17 @@ class ChatResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RawChatResult:
+    """An OpenAI-compatible upstream's Chat Completions body, read only for its usage.
+
+    What an adapter returns for ``chat_response(..., passthrough=True)``: the Chat
+    Completions front sends ``raw`` unchanged (the hot path); nothing else is parsed."""
+
+    usage: Usage
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class EmbeddingsResult:
     vectors: tuple[list[float], ...] | None  # None when ``raw`` holds them
     usage: Usage

@@ -81,7 +81,7 @@ class OllamaAdapter:
         return UpstreamRequest("POST", self._url(dep, "/api/chat"), {"Content-Type": "application/json"},
                                orjson.dumps(out))
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult:
+    def chat_response(self, dep: Deployment, raw: bytes, passthrough: bool = False) -> ChatResult:
         data = orjson.loads(raw)
         if not isinstance(data, dict) or "message" not in data:
             raise ValueError("Ollama answered without a message")

@@ -25,7 +25,7 @@ from providers.base import (
     parse_retry_after,
     reason_for_status,
 )
-from providers.canonical import ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult
+from providers.canonical import ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, RawChatResult
 from providers.openai_stream import OpenAIStreamDecoder
 from providers.openai_wire import result_from_openai, usage_from_openai
 
@@ -83,8 +83,11 @@ class OpenAIAdapter:
 
     # --- responses ----------------------------------------------------------
 
-    def chat_response(self, dep: Deployment, raw: bytes) -> ChatResult:
-        return result_from_openai(_object(raw), raw)
+    def chat_response(self, dep: Deployment, raw: bytes, passthrough: bool = False) -> ChatResult | RawChatResult:
+        data = _object(raw)
+        if passthrough:  # the hot path: the client gets these bytes; only the usage is read
+            return RawChatResult(usage_from_openai(data.get("usage")) or Usage(), raw)
+        return result_from_openai(data, raw)
 
     def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult:
         # the upstream honoured encoding_format itself: its body goes to the client as it is

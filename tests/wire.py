@@ -23,7 +23,7 @@ def chat_request(adapter: Adapter, dep: Deployment, body: dict[str, Any], stream
 
 
 def chat_response(adapter: Adapter, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
-    result = adapter.chat_response(dep, raw)
+    result = adapter.chat_response(dep, raw, adapter.passthrough)
     return CHAT.encode_result(result, dep.model_name), result.usage
 
 

@@ -12,7 +12,8 @@ from typing import Any, Mapping, Protocol
 
 from gateway.errors import GatewayError
 from providers.base import Usage
-from providers.canonical import ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, StreamEvent
+from providers.canonical import (ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, RawChatResult,
+                                 StreamEvent)
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -41,7 +42,7 @@ class ChatFront(Protocol):
 
     def parse(self, body: dict[str, Any]) -> ChatRequest: ...
 
-    def encode_result(self, result: ChatResult, model: str) -> bytes: ...
+    def encode_result(self, result: ChatResult | RawChatResult, model: str) -> bytes: ...
 
     def stream_encoder(self, body: Mapping[str, Any], model: str) -> StreamEncoder: ...
 

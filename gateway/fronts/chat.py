@@ -19,6 +19,7 @@ from providers.canonical import (
     ChatRequest,
     ChatResult,
     Finish,
+    RawChatResult,
     RawChunk,
     ReasoningDelta,
     StreamEvent,
@@ -52,9 +53,10 @@ class ChatCompletionsFront:
         check_stream_fields(body)
         return ChatRequest.of(body)
 
-    def encode_result(self, result: ChatResult, model: str) -> bytes:
+    def encode_result(self, result: ChatResult | RawChatResult, model: str) -> bytes:
         if result.raw is not None:
             return result.raw
+        assert isinstance(result, ChatResult)
         message: dict[str, Any] = {"role": "assistant", "content": result.text}
         if result.reasoning:
             message["reasoning_content"] = result.reasoning

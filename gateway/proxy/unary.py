@@ -71,7 +71,7 @@ class UnaryChat(_Unary):
         return adapter.chat_request(dep, self.chat)
 
     def _encode(self, adapter: Adapter, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
-        result = adapter.chat_response(dep, raw)  # the front uses result.raw only if it takes chat bytes
+        result = adapter.chat_response(dep, raw, adapter.passthrough and self.front.takes_chat_bytes)
         return self.front.encode_result(result, self.call.model), result.usage
 
 
