@@ -25,10 +25,10 @@ import redis.asyncio as aioredis
 from gateway.accounting.accountant import Accountant
 from gateway.accounting.metrics import Metrics
 from gateway.ledger.ledger import Ledger
-from gateway.upstream.health import HealthBook
-from gateway.upstream.transport import AiohttpTransport, Transport
 from gateway.snapshot import CurrentSnapshot
 from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, connect
+from gateway.upstream.health import HealthBook
+from gateway.upstream.transport import AiohttpTransport, Transport
 
 log = logging.getLogger("taskgate")
 

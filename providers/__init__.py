@@ -5,8 +5,9 @@ Adding a provider means adding a module and one line to :data:`ADAPTERS`.
 
 from __future__ import annotations
 
+from providers.adapter import Adapter
 from providers.azure import AzureAdapter
-from providers.base import Adapter, Deployment, Usage
+from providers.base import Deployment, Usage
 from providers.bedrock import BedrockAdapter
 from providers.ollama import OllamaAdapter
 from providers.openai import OpenAIAdapter

@@ -32,6 +32,15 @@ from providers.base import (
     parse_retry_after,
     reason_for_status,
 )
+from providers.bedrock_wire import (
+    ERROR_TYPES,
+    KIND,
+    STOP_REASONS,
+    SUPPORTED_PARAMS,
+    converse_body,
+    unsupported,
+    usage_from_bedrock,
+)
 from providers.canonical import (
     ChatRequest,
     ChatResult,
@@ -45,15 +54,6 @@ from providers.canonical import (
     ToolCall,
     ToolCallDelta,
     UsageReport,
-)
-from providers.bedrock_wire import (
-    ERROR_TYPES,
-    KIND,
-    STOP_REASONS,
-    SUPPORTED_PARAMS,
-    converse_body,
-    unsupported,
-    usage_from_bedrock,
 )
 
 __all__ = ["BedrockAdapter", "BedrockStreamDecoder", "sign"]

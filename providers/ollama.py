@@ -16,10 +16,10 @@ from providers.base import (
     Credentials,
     Deployment,
     FailureReason,
+    Unsupported,
     UpstreamFailure,
     UpstreamRequest,
     Usage,
-    Unsupported,
 )
 from providers.canonical import (
     ChatRequest,

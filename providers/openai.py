@@ -25,7 +25,13 @@ from providers.base import (
     parse_retry_after,
     reason_for_status,
 )
-from providers.canonical import ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, RawChatResult
+from providers.canonical import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    RawChatResult,
+)
 from providers.openai_stream import OpenAIStreamDecoder
 from providers.openai_wire import result_from_openai, usage_from_openai
 

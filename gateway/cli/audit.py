@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from gateway.cli.format import fmt_time
-from gateway.cli.tasks import _client, _columns, _common, _console, _print_json, _run, _table, _text
+from gateway.cli.tasks import (
+    _client,
+    _columns,
+    _common,
+    _console,
+    _print_json,
+    _run,
+    _table,
+    _text,
+)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -20,9 +20,21 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Sequence
 if TYPE_CHECKING:
     from rich.table import Table
 
-from gateway.cli.client import DEFAULT_URL, CLIError, Client
-from gateway.cli.format import (_positive_int, _when_arg, fmt_ago, fmt_int, fmt_iso, fmt_ratio, fmt_time, fmt_usd,
-                                parse_when, plain, to_decimal, usd_amount)  # noqa: F401 - parse_when is re-exported
+from gateway.cli.client import DEFAULT_URL, Client, CLIError
+from gateway.cli.format import (
+    _positive_int,
+    _when_arg,
+    fmt_ago,
+    fmt_int,
+    fmt_iso,
+    fmt_ratio,
+    fmt_time,
+    fmt_usd,
+    parse_when,  # noqa: F401 - parse_when is re-exported
+    plain,
+    to_decimal,
+    usd_amount,
+)
 
 URL_ENV = "TASKGATE_URL"
 KEY_ENV = "TASKGATE_API_KEY"

@@ -15,9 +15,16 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.accounting.metrics import Metrics
-from gateway.edge.auth import authenticate
 from gateway.config.load import Tenant
-from gateway.errors import BadRequest, GatewayError, NotFound, PolicyDenied, error_body, error_headers
+from gateway.edge.auth import authenticate
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    NotFound,
+    PolicyDenied,
+    error_body,
+    error_headers,
+)
 from gateway.ledger.ledger import Ledger
 from gateway.proxy.tasks import TASK_ID
 from gateway.snapshot import CurrentSnapshot
@@ -139,7 +146,9 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
     async def metrics_endpoint() -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    from gateway.edge.ui import mount_ui  # /ui: the cost page for teams without Grafana (gateway/edge/ui.py)
+    from gateway.edge.ui import (
+        mount_ui,  # /ui: the cost page for teams without Grafana (gateway/edge/ui.py)
+    )
     mount_ui(api, snapshots, ledger, tenant_of)
 
     return api

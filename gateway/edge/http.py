@@ -11,9 +11,14 @@ from typing import Any, Mapping
 
 import orjson
 
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, error_body, error_headers
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    error_body,
+    error_headers,
+)
 from gateway.proxy.respond import Receive, Send, send_bytes
-
 
 
 def headers_of(scope: Mapping[str, Any]) -> dict[str, str]:

@@ -29,9 +29,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from gateway.config.load import Tenant
+from gateway.errors import NotFound, PolicyDenied
 from gateway.ledger.ledger import Ledger
 from gateway.snapshot import CurrentSnapshot
-from gateway.errors import NotFound, PolicyDenied
 
 STATIC = Path(__file__).with_name("static")
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}

@@ -12,8 +12,14 @@ from typing import Any, Mapping, Protocol
 
 from gateway.errors import GatewayError
 from providers.base import Usage
-from providers.canonical import (ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, RawChatResult,
-                                 StreamEvent)
+from providers.canonical import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    RawChatResult,
+    StreamEvent,
+)
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -20,7 +20,6 @@ from providers.canonical import (
     ChatResult,
     Finish,
     RawChatResult,
-    RawChunk,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
@@ -81,17 +80,26 @@ class ChatStreamEncoder:
 
     def __init__(self, model: str, include_usage: bool) -> None:
         self.include_usage = include_usage
-        self._writer = ChunkWriter(model, include_usage)
+        self.model = model
+        self._chunks: ChunkWriter | None = None  # made when first needed: pass-through streams never need it
         self._role_sent = False
 
+    @property
+    def _writer(self) -> ChunkWriter:
+        if self._chunks is None:
+            self._chunks = ChunkWriter(self.model, self.include_usage)
+        return self._chunks
+
     def encode(self, events: list[StreamEvent]) -> bytes:
-        if len(events) == 1 and type(events[0]) is RawChunk:  # the hot path
-            return events[0].data
+        if len(events) == 1:
+            first = events[0]
+            if isinstance(first, bytes):  # the hot path: one RawChunk
+                return first
         return b"".join(self._one(ev) for ev in events)
 
     def _one(self, ev: StreamEvent) -> bytes:
-        if type(ev) is RawChunk:
-            return ev.data
+        if isinstance(ev, bytes):  # a RawChunk
+            return ev
         if isinstance(ev, TextDelta):
             return self._delta({"content": ev.text})
         if isinstance(ev, ReasoningDelta):

@@ -18,6 +18,9 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
+from gateway.accounting.metrics import Metrics
+from gateway.accounting.pricing import PICO, format_usd
+from gateway.accounting.records import AttemptRecord
 from gateway.config.load import Config
 from gateway.config.schema import BudgetsSection, TasksSection
 from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
@@ -25,9 +28,6 @@ from gateway.ledger import scripts
 from gateway.ledger.spool import Spool
 from gateway.ledger.summary import report_rows, task_summary
 from gateway.ledger.writer import UNREACHABLE, Op, Writer
-from gateway.accounting.metrics import Metrics
-from gateway.accounting.pricing import PICO, format_usd
-from gateway.accounting.records import AttemptRecord
 
 log = logging.getLogger("taskgate.ledger")
 OUTCOMES = ("succeeded", "failed")

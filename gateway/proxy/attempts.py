@@ -36,7 +36,14 @@ from policies.decide import DEFAULT_ROUTING, Decision, still_allowed
 from policies.health import BreakerState, availability, backoff, retryable
 from policies.schema import BreakerSettings
 from providers import ADAPTERS
-from providers.base import Adapter, Deployment, UpstreamFailure, UpstreamRequest, Unsupported, Usage
+from providers.adapter import Adapter
+from providers.base import (
+    Deployment,
+    Unsupported,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+)
 
 log = logging.getLogger("taskgate.proxy")
 

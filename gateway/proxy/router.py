@@ -14,9 +14,15 @@ import time
 from typing import Any, Callable, Mapping
 
 from gateway.accounting.metrics import Metrics
-from gateway.errors import BadRequest, GatewayError, PolicyDenied, RateLimited, ServiceUnavailable
-from gateway.upstream.health import HealthBook
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PolicyDenied,
+    RateLimited,
+    ServiceUnavailable,
+)
 from gateway.snapshot import Snapshot
+from gateway.upstream.health import HealthBook
 from policies.compliance import tenant_facts
 from policies.decide import Decision, RequestFacts, decide
 from policies.verdicts import Denial

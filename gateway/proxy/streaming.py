@@ -17,13 +17,20 @@ import time
 from typing import Any, Coroutine
 
 from gateway.accounting.estimate import estimate_usage
-from gateway.proxy.respond import Receive, Send
 from gateway.errors import GatewayError
 from gateway.fronts.base import ChatFront, StreamEncoder
 from gateway.proxy.attempts import Attempted
 from gateway.proxy.call import Call
+from gateway.proxy.respond import Receive, Send
 from gateway.upstream.transport import Transport, UpstreamCallError
-from providers.base import Adapter, Deployment, FailureReason, StreamDecoder, UpstreamFailure, UpstreamRequest, Usage
+from providers.adapter import Adapter, StreamDecoder
+from providers.base import (
+    Deployment,
+    FailureReason,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+)
 from providers.canonical import ChatRequest, StreamError, StreamEvent
 
 
@@ -47,21 +54,31 @@ class StreamChat:
         decoder = self.decoder = adapter.stream_decoder(dep, adapter.passthrough and self.front.takes_chat_bytes)
         self.ttft = None
         t0 = time.monotonic()
+        feed, encode, send = decoder.feed, self.encoder.encode, self.send  # the per-chunk path, kept flat
         try:
             async with self.transport.stream(up_req, self.call.snapshot.stream_timeouts[dep.id]) as up:
                 if up.status >= 400:
                     return self._failed(adapter.error(dep, up.status, up.headers, await up.read_all()))
                 async for data in up.chunks():
-                    events = decoder.feed(data)
-                    if events:
-                        if self.ttft is None:
-                            self.ttft = time.monotonic() - t0
-                        failure = await self._forward(dep, events)
-                        if failure is not None:
-                            return self._failed(failure)
-                failure = await self._forward(dep, decoder.close())
-                if failure is not None:
-                    return self._failed(failure)
+                    events = feed(data)
+                    if not events:
+                        continue
+                    if self.ttft is None:
+                        self.ttft = time.monotonic() - t0
+                    if type(events[-1]) is StreamError:
+                        return await self._forward_then_fail(dep, events)
+                    out = encode(events)
+                    if out:
+                        if not self.started_response:
+                            await self._start(dep)
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                events = decoder.close()
+                if events and type(events[-1]) is StreamError:
+                    return await self._forward_then_fail(dep, events)
+                out = encode(events)
+                if out:
+                    await self._start(dep)
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
         except UpstreamCallError as exc:
             return self._failed(exc.failure)
         if not decoder.done:
@@ -70,18 +87,15 @@ class StreamChat:
         usage, source = self.interrupted()
         return Attempted(None, usage, source, self.ttft)
 
-    async def _forward(self, dep: Deployment, events: list[StreamEvent]) -> UpstreamFailure | None:
-        """Sends the events' bytes; returns the upstream's in-band error, if the last event is one."""
-        failure = None
-        if events and type(events[-1]) is StreamError:
-            failure = events[-1].failure
-            events = events[:-1]
-        if events:
-            data = self.encoder.encode(events)
-            if data:
-                await self._start(dep)
-                await self.send({"type": "http.response.body", "body": data, "more_body": True})
-        return failure
+    async def _forward_then_fail(self, dep: Deployment, events: list[StreamEvent]) -> Attempted:
+        """The upstream reported an error in-band: send what came before it, then fail the attempt."""
+        last = events[-1]
+        assert isinstance(last, StreamError)
+        out = self.encoder.encode(events[:-1])
+        if out:
+            await self._start(dep)
+            await self.send({"type": "http.response.body", "body": out, "more_body": True})
+        return self._failed(last.failure)
 
     async def _start(self, dep: Deployment) -> None:
         if not self.started_response:

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from gateway.accounting.estimate import estimate_usage
 from gateway.accounting.pricing import format_usd
-from gateway.proxy.respond import Send, send_bytes
 from gateway.errors import GatewayError
 from gateway.fronts.base import ChatFront, EmbeddingsFront
 from gateway.proxy.attempts import Attempted
 from gateway.proxy.call import Call
+from gateway.proxy.respond import Send, send_bytes
 from gateway.upstream.transport import Transport, UpstreamCallError
-from providers.base import Adapter, Deployment, FailureReason, UpstreamFailure, UpstreamRequest, Usage
+from providers.adapter import Adapter
+from providers.base import (
+    Deployment,
+    FailureReason,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+)
 from providers.canonical import ChatRequest, EmbeddingsRequest
 
 
