@@ -91,11 +91,8 @@ class ChatStreamEncoder:
         return self._chunks
 
     def encode(self, events: list[StreamEvent]) -> bytes:
-        if len(events) == 1:
-            first = events[0]
-            if isinstance(first, bytes):  # the hot path: one RawChunk
-                return first
-        return b"".join(self._one(ev) for ev in events)
+        parts = [ev if isinstance(ev, bytes) else self._one(ev) for ev in events]  # bytes: a RawChunk, as it is
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _one(self, ev: StreamEvent) -> bytes:
         if isinstance(ev, bytes):  # a RawChunk

@@ -46,6 +46,7 @@ from providers.base import (
 )
 
 log = logging.getLogger("taskgate.proxy")
+DEFAULT_ALPHA = 0.3  # latency EWMA weight when no routing section sets one
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +131,11 @@ class AttemptLoop:
         self.services = services
         self.exchange = exchange
         self.schedule = Schedule(decision)
-        routing = call.snapshot.config.policies.routing or DEFAULT_ROUTING
+        configured = call.snapshot.config.policies.routing
+        routing = configured or DEFAULT_ROUTING
         self.breaker: BreakerSettings = routing.breaker
         self.retries = routing.retries
-        self.alpha = routing.for_model(call.model).alpha
+        self.alpha = configured.for_model(call.model).alpha if configured else DEFAULT_ALPHA
         self.attempts = 0  # records made so far
         self.cost_picousd = 0
         self.reserved_picousd = 0  # reserved against budgets before the first attempt; released by the last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -10,6 +11,12 @@ from gateway.proxy.tasks import TaskRef
 from gateway.snapshot import Snapshot
 from providers.base import Deployment
 from providers.canonical import ChatRequest, EmbeddingsRequest
+
+
+@functools.lru_cache(maxsize=4)
+def _period(day_number: int) -> tuple[str, str]:
+    day = time.strftime("%Y%m%d", time.gmtime(day_number * 86400))
+    return day, day[:6]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +34,7 @@ class Call:
     @property
     def period(self) -> tuple[str, str]:
         """The UTC (day, month) this request's spend is booked to."""
-        t = time.gmtime(self.started)
-        return time.strftime("%Y%m%d", t), time.strftime("%Y%m", t)
+        return _period(int(self.started // 86400))
 
     @property
     def params(self) -> frozenset[str]:
