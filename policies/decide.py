@@ -23,13 +23,36 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-from policies.capabilities import ModelFacts, filter_capable, needs_of, unsupported_params
-from policies.compliance import TenantFacts, apply_pii, check_deployment, effective_class, filter_deployments, \
-    tenant_facts
+from policies.capabilities import (
+    ModelFacts,
+    filter_capable,
+    needs_of,
+    unsupported_params,
+)
+from policies.compliance import (
+    TenantFacts,
+    apply_pii,
+    check_deployment,
+    effective_class,
+    filter_deployments,
+    tenant_facts,
+)
 from policies.health import BreakerState, filter_healthy
-from policies.schema import ComplianceSection, ModelRouting, RoutingSection, TenantPolicy
+from policies.schema import (
+    ComplianceSection,
+    ModelRouting,
+    RoutingSection,
+    TenantPolicy,
+)
 from policies.strategies import LatencyStats, PriceLike, StrategyInputs, order
-from policies.verdicts import CHOSEN, FALLBACK, AuditEvent, Consideration, Denial, excluded
+from policies.verdicts import (
+    CHOSEN,
+    FALLBACK,
+    AuditEvent,
+    Consideration,
+    Denial,
+    excluded,
+)
 from providers.base import Deployment
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

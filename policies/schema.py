@@ -14,7 +14,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from pydantic import PrivateAttr, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 NAME = r"^[a-z][a-z0-9_.-]*$"  # data class names: lower case, compared case-insensitively
 PiiAction = Literal["allow", "redact", "escalate", "block"]

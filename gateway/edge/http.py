@@ -13,10 +13,7 @@ import orjson
 
 from gateway.errors import (
     BadRequest,
-    GatewayError,
     PayloadTooLarge,
-    error_body,
-    error_headers,
 )
 from gateway.proxy.respond import Receive, Send, send_bytes
 
@@ -71,8 +68,3 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 async def send_json(send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send_bytes(send, status, orjson.dumps(obj), headers or [])
-
-
-async def send_error(send: Send, err: GatewayError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": err.status, "headers": error_headers(err) + (extra or [])})
-    await send({"type": "http.response.body", "body": error_body(err)})
