@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping
 
-from gateway.upstream.transport import Reply, StreamReply, UpstreamCallError
 from gateway.snapshot import Timeouts
+from gateway.upstream.transport import Reply, StreamReply, UpstreamCallError
 from providers.base import FailureReason, UpstreamFailure, UpstreamRequest
 
 REFUSED = UpstreamFailure(FailureReason.UNAVAILABLE, 0, "cannot connect to http://upstream: refused")

@@ -23,11 +23,11 @@ import httpx
 import openai
 import pytest
 
-from gateway.cli import tasks as cli_tasks
-from gateway.cli.main import main
-from gateway.cli.client import Client
-from gateway.cli.tasks import CSV_HEADER, fmt_usd, parse_when, plain
 from gateway.accounting.pricing import format_usd
+from gateway.cli import tasks as cli_tasks
+from gateway.cli.client import Client
+from gateway.cli.main import main
+from gateway.cli.tasks import CSV_HEADER, fmt_usd, parse_when, plain
 from tests.conftest import ROOT, Fakes, GatewayProcess, base_config, model_entry
 
 RUN = uuid.uuid4().hex[:8]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import ApiKey, Secret
 from gateway.config import load as cfg
-from gateway.config.load import ConfigError, parse, resolve_env, MissingEnv
+from gateway.config.load import ConfigError, MissingEnv, parse, resolve_env
+from providers.base import ApiKey, Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 

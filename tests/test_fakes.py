@@ -23,11 +23,23 @@ from botocore.credentials import Credentials
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
 try:
-    from tests.fakes import AzureFake, BedrockFake, FakeServer, OllamaFake, OpenAIFake
-    from tests.fakes import eventstream
+    from tests.fakes import (
+        AzureFake,
+        BedrockFake,
+        FakeServer,
+        OllamaFake,
+        OpenAIFake,
+        eventstream,
+    )
 except ImportError:  # tests/ itself on sys.path (pytest rootdir-less "prepend" import)
-    from fakes import AzureFake, BedrockFake, FakeServer, OllamaFake, OpenAIFake
-    from fakes import eventstream
+    from fakes import (
+        AzureFake,
+        BedrockFake,
+        FakeServer,
+        OllamaFake,
+        OpenAIFake,
+        eventstream,
+    )
 
 MODEL_ID = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 BEDROCK_PATH = "/model/anthropic.claude-3-5-sonnet-20241022-v2%3A0"

@@ -12,13 +12,13 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from gateway.snapshot import CurrentSnapshot, build_snapshot
-from gateway.config.load import parse
-from gateway.errors import Conflict, NotFound, RateLimited
-from gateway.ledger.ledger import Ledger, period_of
 from gateway.accounting.metrics import Metrics
 from gateway.accounting.pricing import PICO
 from gateway.accounting.records import AttemptRecord
+from gateway.config.load import parse
+from gateway.errors import Conflict, NotFound, RateLimited
+from gateway.ledger.ledger import Ledger, period_of
+from gateway.snapshot import CurrentSnapshot, build_snapshot
 from gateway.store.embedded import connect
 from providers.base import Usage
 

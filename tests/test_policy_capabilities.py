@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from policies.capabilities import ModelFacts, Needs, filter_capable, model_facts, needs_of
+from policies.capabilities import (
+    ModelFacts,
+    Needs,
+    filter_capable,
+    model_facts,
+    needs_of,
+)
 from providers.base import Deployment
 
 

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from policies.compliance import TenantFacts, apply_pii, effective_class, filter_deployments, tenant_facts
+from policies.compliance import (
+    TenantFacts,
+    apply_pii,
+    effective_class,
+    filter_deployments,
+    tenant_facts,
+)
 from policies.schema import ComplianceSection, TenantPolicy
 from providers.base import Deployment
 

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from policies.health import CLOSED, HALF_OPEN, OPEN, BreakerState, availability, backoff, begin_attempt, \
-    current, filter_healthy, record_failure, record_success, retryable
+from policies.health import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerState,
+    availability,
+    backoff,
+    begin_attempt,
+    current,
+    filter_healthy,
+    record_failure,
+    record_success,
+    retryable,
+)
 from policies.schema import BreakerSettings
 from providers.base import Deployment, FailureReason
 

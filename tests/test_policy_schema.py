@@ -11,7 +11,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from policies.schema import ComplianceSection, RoutingSection, TenantPolicy, check_references
+from policies.schema import (
+    ComplianceSection,
+    RoutingSection,
+    TenantPolicy,
+    check_references,
+)
 
 README = Path(__file__).resolve().parent.parent / "policies" / "README.md"
 

@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.schema import ModelRouting
-from policies.strategies import LatencySample, LatencyStats, StrategyInputs, order, update_ewma, \
-    worst_case_picousd
+from policies.strategies import (
+    LatencySample,
+    LatencyStats,
+    StrategyInputs,
+    order,
+    update_ewma,
+    worst_case_picousd,
+)
 from providers.base import Deployment
 
 DEPS = tuple(Deployment(i, "chat", "openai", i) for i in ("a", "b", "c", "d"))

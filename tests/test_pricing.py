@@ -8,7 +8,15 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.accounting.pricing import PICO, Price, cost_picousd, format_usd, load_price_map, map_keys, price_for
+from gateway.accounting.pricing import (
+    PICO,
+    Price,
+    cost_picousd,
+    format_usd,
+    load_price_map,
+    map_keys,
+    price_for,
+)
 from providers.base import Deployment, Usage
 
 MAP = load_price_map()

@@ -18,9 +18,17 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from tests import wire
-from providers.base import AwsSigV4, Deployment, FailureReason, Secret, Unsupported, UpstreamRequest, Usage
+from providers.base import (
+    AwsSigV4,
+    Deployment,
+    FailureReason,
+    Secret,
+    Unsupported,
+    UpstreamRequest,
+    Usage,
+)
 from providers.bedrock import BedrockAdapter, sign
+from tests import wire
 
 ADAPTER = BedrockAdapter()
 MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"

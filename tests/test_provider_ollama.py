@@ -8,9 +8,9 @@ import struct
 import orjson
 import pytest
 
-from tests import wire
 from providers.base import Deployment, Unsupported, Usage
 from providers.ollama import OllamaAdapter
+from tests import wire
 
 A = OllamaAdapter()
 DEP = Deployment(id="o", model_name="local", kind="ollama_chat", model="llama3.2", api_base="http://h:11434/")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests import wire
 from providers import ADAPTERS, parse_model
 from providers.base import ApiKey, Deployment, FailureReason, Secret, Usage
 from providers.canonical import Finish, TextDelta, UsageReport
 from providers.openai_stream import OpenAIStreamDecoder
+from tests import wire
 
 
 def dep(kind: str, **kw: object) -> Deployment:

@@ -8,9 +8,9 @@ import pytest
 
 from gateway.accounting.metrics import Metrics
 from gateway.config.load import parse
-from gateway.upstream.health import HealthBook
 from gateway.proxy.router import Router
 from gateway.snapshot import Snapshot, build_snapshot
+from gateway.upstream.health import HealthBook
 from policies.health import BreakerState
 
 CONFIG = """

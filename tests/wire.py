@@ -11,7 +11,8 @@ from typing import Any
 
 from gateway.fronts.chat import ChatCompletionsFront, ChatStreamEncoder
 from gateway.fronts.embeddings import OpenAIEmbeddingsFront
-from providers.base import Adapter, Deployment, UpstreamFailure, UpstreamRequest, Usage
+from providers.adapter import Adapter
+from providers.base import Deployment, UpstreamFailure, UpstreamRequest, Usage
 from providers.canonical import ChatRequest, StreamError
 
 CHAT = ChatCompletionsFront()

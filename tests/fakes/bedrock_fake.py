@@ -16,8 +16,18 @@ from urllib.parse import unquote
 
 from . import eventstream, sigv4
 from .common import (
-    EMBEDDING_DIMENSIONS, TOOL_ARGUMENT_PIECES, TOOL_ARGUMENTS, TOOL_OUTPUT_TOKENS, BaseFake, Behaviour, Event,
-    Usage, count_words, embedding, reply_words, stream_pieces,
+    EMBEDDING_DIMENSIONS,
+    TOOL_ARGUMENT_PIECES,
+    TOOL_ARGUMENTS,
+    TOOL_OUTPUT_TOKENS,
+    BaseFake,
+    Behaviour,
+    Event,
+    Usage,
+    count_words,
+    embedding,
+    reply_words,
+    stream_pieces,
 )
 from .server import Exchange
 

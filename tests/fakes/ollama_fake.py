@@ -12,8 +12,17 @@ from typing import Any
 import orjson
 
 from .common import (
-    EMBEDDING_DIMENSIONS, TOOL_ARGUMENTS, TOOL_OUTPUT_TOKENS, BaseFake, Behaviour, Event, Usage, count_words,
-    embedding, reply_words, stream_pieces,
+    EMBEDDING_DIMENSIONS,
+    TOOL_ARGUMENTS,
+    TOOL_OUTPUT_TOKENS,
+    BaseFake,
+    Behaviour,
+    Event,
+    Usage,
+    count_words,
+    embedding,
+    reply_words,
+    stream_pieces,
 )
 from .server import Exchange
 

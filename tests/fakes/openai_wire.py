@@ -14,8 +14,18 @@ from typing import Any
 import orjson
 
 from .common import (
-    EMBEDDING_DIMENSIONS, TOOL_ARGUMENT_PIECES, TOOL_ARGUMENTS_JSON, TOOL_OUTPUT_TOKENS, BaseFake, Behaviour,
-    Event, Usage, count_words, embedding, reply_words, stream_pieces,
+    EMBEDDING_DIMENSIONS,
+    TOOL_ARGUMENT_PIECES,
+    TOOL_ARGUMENTS_JSON,
+    TOOL_OUTPUT_TOKENS,
+    BaseFake,
+    Behaviour,
+    Event,
+    Usage,
+    count_words,
+    embedding,
+    reply_words,
+    stream_pieces,
 )
 from .server import Exchange
 
