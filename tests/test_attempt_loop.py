@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.ledger.keys import for_tenant
 from tests.conftest import RedisServer
 from tests.inproc import Harness
 from tests.scripted import REFUSED, TIMED_OUT, Step
@@ -158,7 +159,7 @@ async def test_budget_is_reserved_before_the_first_attempt_and_released_by_the_l
     assert gw.records[0].budget_picousd == 10**12 and gw.records[1].budget_picousd is None
     await gw.flush()
     store = gw.app.services.store
-    task = await store.hgetall("tg:task:default:budgeted")
+    task = await store.hgetall(for_tenant("default").task("budgeted"))
     assert int(task[b"reserved_pusd"]) == 0, "the reservation came back"
     assert int(task[b"cost_pusd"]) == COST_B
 

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from gateway.accounting.pricing import PICO
+from gateway.ledger.keys import for_tenant
 from tests.conftest import Fakes, RedisServer, base_config, model_entry
 
 PROMPT = [{"role": "user", "content": "count these five words"}]
@@ -161,7 +162,7 @@ def test_budget_overshoot_stays_bounded_under_concurrent_load(clean_fakes: Fakes
     t = task(gws[0], "budgeted")
     assert t["cost_picousd"] <= budget * PICO, "reservations keep spend within the budget"
     r = redis.Redis.from_url(cfg["store"]["url"])
-    assert r.hget("tg:task:default:budgeted", "reserved_pusd") in (b"0", None), "every reservation was released"
+    assert r.hget(for_tenant("default").task("budgeted"), "reserved_pusd") in (b"0", None), "every reservation was released"
 
 
 def test_idle_tasks_are_swept_exactly_once_across_replicas(clean_fakes: Fakes, redis_server: RedisServer,

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from gateway.ledger.keys import for_tenant
 from tests.conftest import GatewayProcess, base_config, model_entry
 from tests.procs import ManagedProcess
 
@@ -255,7 +256,7 @@ def seed_history(redis_url: str, tenant: str, days: int = 13) -> None:
             fields[f"{ttype}|failed|cost_pusd"] = failed * per_task * 2
             fields[f"{ttype}|succeeded|requests"] = fields[f"{ttype}|succeeded|attempts"] = succeeded * (n + 1)
             fields[f"{ttype}|failed|requests"] = fields[f"{ttype}|failed|attempts"] = failed * (n + 2)
-        r.hset(f"tg:agg:{tenant}:{day}", mapping=fields)
+        r.hset(for_tenant(tenant).agg(day), mapping=fields)
     r.close()
 
 

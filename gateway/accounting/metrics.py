@@ -76,6 +76,10 @@ class Metrics:
                                         ["policy", "decision"], registry=r)
         self.budget_remaining = Gauge("taskgate_budget_remaining_usd", "Budget left for the configured tenants",
                                       ["tenant", "period"], multiprocess_mode="mostrecent", registry=r)
+        self.dead_letters = Counter("taskgate_ledger_dead_letters", "Ledger operations the store refused, kept in "
+                                    "the dead-letter file", ["operation"], registry=r)
+        self.interrupted = Counter("taskgate_interrupted_requests", "Requests settled as interrupted (an estimate) "
+                                   "after their process died or lost the store", registry=r)
         self.config_reloads = Counter("taskgate_config_reloads", "Config reloads by result", ["result"], registry=r)
         self.build_info = Gauge("taskgate_build_info", "Build facts; always 1",
                                 ["version", "python", "litellm"], multiprocess_mode="max", registry=r)

@@ -35,3 +35,4 @@ class AttemptRecord:
     reserved_picousd: int | None = None  # the budget reservation this (final) record releases
     budget_picousd: int | None = None  # the task's budget, when the request set one
     spend_period: tuple[str, str] = ("", "")  # UTC (yyyymmdd, yyyymm) the tenant's spend is booked to
+    one_request: bool = False  # the task is the request's own (no task id was sent)

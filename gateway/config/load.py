@@ -241,6 +241,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
             problems.append(Problem(f"pricing.deployments.{dep_id}", "", "no deployment has this id (model_info.id)"))
 
     problems += [Problem(k, v, r) for k, v, r in check_references(doc.routing, doc.compliance, doc.tenants, all_ids)]
+    problems += _tenant_names(doc)
 
     keys: dict[str, Tenant] = {}
     for index, key_entry in enumerate(doc.auth.keys if doc.auth else []):
@@ -274,6 +275,18 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         budgets=doc.budgets,
         policies=Policies(doc.routing, doc.compliance, MappingProxyType(dict(doc.tenants))),
     )
+
+
+TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # as gateway/ledger/keys.py: no separators, no braces
+
+
+def _tenant_names(doc: schema.Document) -> list[Problem]:
+    """Tenant names become part of store keys: only names that can never collide are allowed."""
+    named = [(f"auth.keys[{i}].tenant", k.tenant) for i, k in enumerate(doc.auth.keys if doc.auth else [])]
+    named += [(f"budgets.tenants.{name}", name) for name in doc.budgets.tenants]
+    named += [(f"tenants.{name}", name) for name in doc.tenants]
+    return [Problem(where, repr(name), "a tenant name is 1 to 64 characters of A-Za-z0-9_.- (no ':' or braces)")
+            for where, name in named if not TENANT_NAME.fullmatch(name)]
 
 
 def _deployment_defaults(doc: schema.Document) -> dict[str, Any]:

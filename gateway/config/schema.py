@@ -95,7 +95,13 @@ class TasksSection(Strict):
     sweep_interval_s: float = Field(default=30, gt=0)
     retention_days: int = Field(default=30, ge=1)
     # one-request tasks (no task id sent) are kept shorter: their cost lives on in the daily aggregates
-    one_request_retention_hours: int = Field(default=24, ge=1)
+    # and the export stream; they are not listed and keep no attempts list
+    one_request_retention_hours: int = Field(default=1, ge=1)
+    # how long a record's idempotency marker is kept: a replay (spool, journal) older than this could
+    # count twice, so it is longer than any store outage the spool is expected to cover
+    dedup_window_hours: int = Field(default=6, ge=1, le=168)
+    # an intent (a request in flight) not renewed for this long is settled as interrupted
+    intent_lease_s: float = Field(default=120, ge=5, le=3600)
     records_stream_maxlen: int = Field(default=20_000, ge=1000)  # ~1 KB each in Redis
     types: dict[str, TaskType] = Field(default_factory=dict)
 

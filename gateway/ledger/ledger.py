@@ -1,17 +1,23 @@
 """The task ledger: per-request records summed per task, in Redis.
 
-The request path calls :meth:`Ledger.record` (never blocks; the writer batches
-to Redis or the spool) and, when budgets apply, :meth:`Ledger.reserve` before
-forwarding. The tasks API reads and ends tasks through the other methods.
+The request path calls :meth:`Ledger.intent` before its first upstream byte and
+:meth:`Ledger.record` for every attempt (neither blocks: the writer batches to
+Redis or the spool, through a local journal), and :meth:`Ledger.reserve` when
+budgets apply. The tasks API reads (:mod:`.reads`) and ends tasks.
+
+**The guarantee.** Every attempt that reached an upstream is in the ledger,
+exactly, or — when the process serving it died, or lost the store for longer
+than the intent lease — as an ``interrupted`` record whose cost is an estimate
+from what was known before the first byte (the prompt, priced), marked
+``usage_source: estimated``. Its reservation is released either way. See
+docs/RELIABILITY.md for what each failure does and the test that shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -25,36 +31,15 @@ from gateway.config.load import Config
 from gateway.config.schema import BudgetsSection, TasksSection
 from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
 from gateway.ledger import scripts
+from gateway.ledger.deadletter import DeadLetters
+from gateway.ledger.encode import period_of, record_arg, record_keys, task_keys, utc_day
+from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
+from gateway.ledger.reads import Reads
 from gateway.ledger.spool import Spool
-from gateway.ledger.summary import report_rows, task_summary
 from gateway.ledger.writer import UNREACHABLE, Op, Writer
 
 log = logging.getLogger("taskgate.ledger")
-OUTCOMES = ("succeeded", "failed")
 UNLIMITED = str(2**62)
-
-
-@functools.lru_cache(maxsize=4)
-def _day_of(day_number: int) -> str:
-    return time.strftime("%Y%m%d", time.gmtime(day_number * 86400))
-
-
-def utc_day(ts: float) -> str:
-    return _day_of(int(ts // 86400))
-
-
-def spend_keys(tenant: str, period: tuple[str, str]) -> list[str]:
-    day, month = period
-    return [f"tg:spend:{tenant}:d:{day}", f"tg:spend:{tenant}:m:{month}"]
-
-
-def period_of(ts: float) -> tuple[str, str]:
-    d = datetime.fromtimestamp(ts, timezone.utc)
-    return d.strftime("%Y%m%d"), d.strftime("%Y%m")
-
-
-def picousd(value: Decimal) -> int:
-    return int((value * PICO).to_integral_value())
 
 
 class ConfigSource(Protocol):
@@ -64,15 +49,23 @@ class ConfigSource(Protocol):
     def config(self) -> Config: ...
 
 
-class Ledger:
+def picousd(value: Decimal) -> int:
+    return int((value * PICO).to_integral_value())
+
+
+class Ledger(Reads):
     def __init__(self, redis: aioredis.Redis, source: ConfigSource, metrics: Metrics) -> None:
         self.redis = redis
         self._source = source
         self.metrics = metrics
         self.scripts = {name: redis.register_script(getattr(scripts, name.upper()))
-                        for name in ("record", "complete", "sweep", "reserve", "audit")}
-        self.writer = Writer(redis, {name: self.scripts[name] for name in ("record", "audit")},
-                             Spool(source.config.spool_dir), self._on_result)
+                        for name in ("record", "settle", "tenant", "complete", "sweep", "reserve", "audit")}
+        spool = Spool(source.config.spool_dir)
+        self.dead = DeadLetters(spool.dir, metrics)
+        self.writer = Writer(redis, {name: self.scripts[name] for name in ("record", "tenant", "audit")},
+                             spool, self._on_result, self.dead.add)
+        self._tenants: set[str] = set()  # registered in the store's tenant set by this process
+        self._in_flight: dict[str, TenantKeys] = {}  # request id -> keys, for lease renewal
         self._loops: list[asyncio.Task[None]] = []
 
     @property
@@ -87,13 +80,14 @@ class Ledger:
 
     async def start(self) -> None:
         await self.writer.start()
-        self._loops = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._budget_gauge_loop())]
+        self._loops = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._budget_gauge_loop()),
+                       asyncio.create_task(self._renew_loop())]
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 15.0) -> None:
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        await self.writer.stop()
+        await self.writer.stop(timeout)
 
     @property
     def available(self) -> bool:
@@ -105,75 +99,67 @@ class Ledger:
             raise ServiceUnavailable("the ledger store is unreachable and the gateway is configured to fail "
                                      "closed (store.on_unavailable: fail_closed)", code="store_unavailable")
 
+    async def flush(self) -> None:
+        await self.writer.flush()
+
     # --- writing -----------------------------------------------------------------
+
+    def _keys(self, tenant: str) -> TenantKeys:
+        keys = for_tenant(tenant)
+        if tenant not in self._tenants:
+            self._tenants.add(tenant)
+            self.writer.submit(Op("tenant", tenant, TENANTS))
+        return keys
+
+    @property
+    def dedup_ttl(self) -> int:
+        return self.settings.dedup_window_hours * 3600
+
+    def _line(self, rec: AttemptRecord, keys: TenantKeys) -> tuple[str, str]:
+        """The RECORD argument (keys, then the record) and the record alone."""
+        line = orjson.dumps(record_arg(rec, self.settings)).decode()
+        return orjson.dumps(record_keys(rec, keys, self.dedup_ttl)).decode() + "\x1e" + line, line
 
     def record(self, rec: AttemptRecord) -> str:
         """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""
-        u = rec.usage
-        arg = {
-            "tenant": rec.tenant, "task_id": rec.task_id, "task_type": rec.task_type,
-            "request_id": rec.request_id, "attempt": rec.attempt, "ts": f"{rec.started_at + rec.duration_s:.6f}",
-            "operation": rec.operation, "model": rec.model, "deployment": rec.deployment, "provider": rec.provider,
-            "outcome": rec.outcome, "status": rec.status, "error_reason": rec.error_reason or "",
-            "input_tokens": u.input_tokens if u else 0, "output_tokens": u.output_tokens if u else 0,
-            "cached_input_tokens": u.cached_input_tokens if u else 0,
-            "reasoning_tokens": u.reasoning_tokens if u else 0,
-            "usage_source": rec.usage_source,
-            "cost_source": ("unpriced" if rec.cost_picousd is None else
-                            "estimated" if rec.usage_source == "estimated" else "computed"),
-            "cost": "" if rec.cost_picousd is None else str(rec.cost_picousd),
-            "cost_usd": "" if rec.cost_picousd is None else format_usd(rec.cost_picousd),
-            "waste_reason": rec.waste_reason or "", "final": rec.final,
-            "duration_s": round(rec.duration_s, 6), "ttft_s": rec.ttft_s,
-            "end_outcome": rec.end_outcome or "",
-            "reserved": "" if not rec.reserved_picousd else str(rec.reserved_picousd),
-            "budget": "" if rec.budget_picousd is None else str(rec.budget_picousd),
-            "spend_keys": spend_keys(rec.tenant, rec.spend_period if rec.spend_period[0] else period_of(rec.started_at)),
-            "day": utc_day(time.time()),
-            "retention": (self.settings.one_request_retention_hours * 3600 if rec.end_outcome
-                          else self.settings.retention_days * 86400),
-            "stream_maxlen": self.settings.records_stream_maxlen,
-        }
-        line = orjson.dumps(arg).decode()
-        self.writer.submit(Op("record", line))
+        keys = self._keys(rec.tenant)
+        arg, line = self._line(rec, keys)
+        self.writer.submit(Op("record", arg, keys.tasks))
+        if rec.final:
+            self._in_flight.pop(rec.request_id, None)
         return line
+
+    def intent(self, interrupted: AttemptRecord) -> None:
+        """Before a request's first upstream byte: what to record if it never records its own final
+        attempt (the process dies, or the store is gone for longer than the lease)."""
+        keys = self._keys(interrupted.tenant)
+        arg, _ = self._line(interrupted, keys)
+        until = time.time() + self.settings.intent_lease_s
+        self.writer.submit(Op("record", orjson.dumps({
+            "intent": True, "intents": keys.intents, "deadlines": keys.deadlines,
+            "request_id": interrupted.request_id, "due": until, "line": arg}).decode(), keys.tasks))
+        self._in_flight[interrupted.request_id] = keys
 
     def audit(self, entry: dict[str, Any], maxlen: int = 100_000) -> None:
         """An audit entry (never prompt text), through the same batched, spooled writer."""
-        self.writer.submit(Op("audit", orjson.dumps({**entry, "maxlen": maxlen}).decode()))
-
-    async def read_audit(self, tenant: str | None, limit: int, before: str | None) -> dict[str, Any]:
-        """Newest first; ``tenant`` None means every tenant (admins)."""
-        await self.flush()
-        out: list[dict[str, Any]] = []
-        high = f"({before}" if before else "+"
-        while len(out) < limit:
-            page: Any = await self.redis.xrevrange("tg:audit", high, "-", count=max(limit * 2, 50))
-            if not page:
-                break
-            for entry_id, fields in page:
-                entry = orjson.loads(fields[b"e"])
-                entry.pop("maxlen", None)
-                entry["id"] = entry_id.decode()
-                if tenant is None or entry.get("tenant") == tenant:
-                    out.append(entry)
-                    if len(out) == limit:
-                        break
-            high = f"({page[-1][0].decode()}"
-        return {"object": "list", "data": out, "next_before": out[-1]["id"] if len(out) == limit else None}
-
-    async def task_spent(self, tenant: str, task_id: str) -> int:
-        """What the task has spent plus what requests in flight reserved (for the budget strategy)."""
-        spent, reserved = await self.redis.hmget(f"tg:task:{tenant}:{task_id}", "cost_pusd", "reserved_pusd")
-        return int(spent or 0) + int(reserved or 0)
+        self.writer.submit(Op("audit", orjson.dumps({**entry, "maxlen": maxlen}).decode(), AUDIT))
 
     def _on_result(self, op: Op, result: Any) -> None:
-        # RECORD returns {2, type, cost, outcome} when the record ended a (one-request) task.
+        # RECORD returns {2, type, cost, outcome, waste} when the record ended a (one-request) task.
         if op.script == "record" and isinstance(result, list) and result and result[0] == 2:
             self.metrics.task_ended(_s(result[1]), _s(result[3]), int(result[2]), int(result[4]))
 
-    async def flush(self) -> None:
-        await self.writer.flush()
+    async def _renew_loop(self) -> None:
+        """Leases of requests in flight are renewed, so that only a dead process's intents expire."""
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.intent_lease_s / 3))
+            by_tenant: dict[str, tuple[TenantKeys, list[str]]] = {}
+            for request_id, keys in list(self._in_flight.items()):
+                by_tenant.setdefault(keys.base, (keys, []))[1].append(request_id)
+            until = time.time() + self.settings.intent_lease_s
+            for keys, ids in by_tenant.values():
+                self.writer.submit(Op("record", orjson.dumps(
+                    {"renew": True, "deadlines": keys.deadlines, "due": until, "ids": ids}).decode(), keys.tasks))
 
     # --- budgets -----------------------------------------------------------------
 
@@ -183,11 +169,14 @@ class Ledger:
 
         ``budgets`` is the section of the config the request started with. Returns
         False (nothing reserved) when the store is unreachable and the gateway fails open.
+        The reservation is released by the request's final record, or by its intent's
+        settlement if the request never records one.
         """
         limits = budgets.tenants.get(tenant)
-        day_key, month_key = spend_keys(tenant, period)
+        keys = for_tenant(tenant)
+        day_key, month_key = keys.spend(period)
         scopes = [
-            [f"tg:task:{tenant}:{task_id}", "cost_pusd", "reserved_pusd",
+            [keys.task(task_id), "cost_pusd", "reserved_pusd",
              str(task_budget) if task_budget is not None else UNLIMITED, f"task budget of task '{task_id}'", 0],
             [day_key, "spent", "reserved",
              str(picousd(limits.daily_usd)) if limits and limits.daily_usd else UNLIMITED,
@@ -200,7 +189,8 @@ class Ledger:
             self.check_available()
             return False
         try:
-            result = await self.scripts["reserve"](args=[orjson.dumps({"amount": str(amount), "scopes": scopes})])
+            result = await self.scripts["reserve"](
+                keys=[keys.tasks], args=[orjson.dumps({"amount": str(amount), "scopes": scopes})])
         except UNREACHABLE:
             self.check_available()
             return False
@@ -220,7 +210,7 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         names = sorted(self.config.budgets.tenants)
         for name in names:
-            for key in spend_keys(name, period):
+            for key in for_tenant(name).spend(period):
                 pipe.hget(key, "spent")
         spent = iter(await pipe.execute())
         for name in names:
@@ -241,26 +231,18 @@ class Ledger:
                 log.exception("refreshing budget gauges failed")
             await asyncio.sleep(15)
 
-    # --- reading and ending tasks ------------------------------------------------
-
-    async def get(self, tenant: str, task_id: str) -> dict[str, Any]:
-        await self.flush()
-        h: Any = await self.redis.hgetall(f"tg:task:{tenant}:{task_id}")
-        if not h or b"status" not in h:
-            raise NotFound(f"no task '{task_id}'", param="task_id", code="task_not_found")
-        decoded = {k.decode(): v.decode() for k, v in h.items()}
-        return task_summary(decoded, self._price(decoded.get("task_type", "")))
-
-    async def attempts(self, tenant: str, task_id: str) -> list[dict[str, Any]]:
-        lines = await self.redis.lrange(f"tg:task:{tenant}:{task_id}:attempts", 0, -1)
-        return [orjson.loads(line) for line in lines]
+    # --- ending tasks ----------------------------------------------------------------
 
     async def complete(self, tenant: str, task_id: str, outcome: str) -> dict[str, Any]:
         await self.flush()
+        keys = for_tenant(tenant)
+        k = task_keys(keys, task_id, ("", ""))
         for wait in (0.05, 0.1, 0.2, 0.4, 0):
             now = time.time()
-            result = await self.scripts["complete"](
-                args=[tenant, task_id, outcome, str(now), utc_day(now), str(self.settings.retention_days * 86400)])
+            arg = {"k": {"task": k["task"], "att": k["att"], "open": k["open"], "aggp": k["aggp"]}, "id": task_id,
+                   "outcome": outcome, "now": str(now), "day": utc_day(now),
+                   "retention": self.settings.retention_days * 86400}
+            result = await self.scripts["complete"](keys=[keys.tasks], args=[orjson.dumps(arg)])
             code = _s(result[0])
             if code != "missing" or not wait:
                 break
@@ -275,65 +257,42 @@ class Ledger:
             self.metrics.task_ended(_s(result[1]), outcome, int(result[2]), int(result[4]))
         return await self.get(tenant, task_id)
 
-    async def list(self, tenant: str, *, task_type: str | None, status: str | None, since: float | None,
-                   until: float | None, limit: int, before: float | None) -> dict[str, Any]:
-        """Newest first. ``before`` is the cursor: the created_at of the last task of the previous page."""
-        await self.flush()
-        high = f"({before}" if before is not None else (str(until) if until is not None else "+inf")
-        low = str(since) if since is not None else "-inf"
-        out: list[dict[str, Any]] = []
-        offset = 0
-        while len(out) < limit:
-            page: Any = await self.redis.zrevrangebyscore(f"tg:tasks:{tenant}", high, low, start=offset,
-                                                     num=max(limit * 2, 50), withscores=True)
-            if not page:
-                break
-            offset += len(page)
-            pipe = self.redis.pipeline(transaction=False)
-            for member, _ in page:
-                pipe.hgetall(f"tg:task:{tenant}:{member.decode()}")
-            for (member, score), h in zip(page, await pipe.execute()):
-                if not h:
-                    continue  # expired by retention
-                d = {k.decode(): v.decode() for k, v in h.items()}
-                if (task_type and d.get("task_type") != task_type) or (status and d.get("status") != status):
-                    continue
-                out.append(task_summary(d, self._price(d.get("task_type", ""))))
-                if len(out) == limit:
-                    break
-        cursor = out[-1]["created_at"] if len(out) == limit else None
-        return {"object": "list", "data": out, "has_more": cursor is not None, "next_before": cursor}
-
-    async def report(self, tenant: str, since: float, until: float) -> dict[str, Any]:
-        await self.flush()
-        days: list[str] = []
-        day = datetime.fromtimestamp(since, timezone.utc).date()
-        last = datetime.fromtimestamp(until, timezone.utc).date()
-        while day <= last and len(days) < 400:
-            days.append(day.strftime("%Y%m%d"))
-            day += timedelta(days=1)
-        pipe = self.redis.pipeline(transaction=False)
-        for d in days:
-            pipe.hgetall(f"tg:agg:{tenant}:{d}")
-        aggs = [{k.decode(): v.decode() for k, v in h.items()} for h in await pipe.execute()]
-        prices = {name: t.price_usd for name, t in self.settings.types.items()}
-        return {"object": "report", "tenant": tenant, "since": since, "until": until,
-                "task_types": report_rows(aggs, prices)}
-
-    def _price(self, task_type: str) -> Decimal | None:
-        ttype = self.settings.types.get(task_type)
-        return ttype.price_usd if ttype else None
-
-    # --- sweeping idle tasks -----------------------------------------------------
+    async def tenants(self) -> set[str]:
+        found: Any = await self.redis.smembers(TENANTS)
+        return {_s(t) for t in found} | set(self.config.budgets.tenants) | self._tenants
 
     async def sweep_once(self, now: float | None = None) -> int:
+        """Abandons idle tasks and settles expired intents, tenant by tenant. Returns tasks abandoned."""
         now = time.time() if now is None else now
-        cutoff = now - self.settings.idle_timeout_s
-        result = await self.scripts["sweep"](
-            args=[str(cutoff), str(now), utc_day(now), "500", str(self.settings.retention_days * 86400)])
-        for i in range(0, len(result), 3):
-            self.metrics.task_ended(_s(result[i]), "abandoned", int(result[i + 1]), int(result[i + 2]))
-        return len(result) // 3
+        abandoned = 0
+        for tenant in sorted(await self.tenants()):
+            keys = for_tenant(tenant)
+            arg = {"k": {"tp": keys.task_prefix, "ap": keys.attempts_prefix, "open": keys.open,
+                         "aggp": keys.agg_prefix, "tasks": keys.tasks},
+                   "cutoff": str(now - self.settings.idle_timeout_s), "now": str(now), "day": utc_day(now),
+                   "max": 500, "retention": self.settings.retention_days * 86400,
+                   "index_cutoff": str(now - self.settings.retention_days * 86400)}
+            result = await self.scripts["sweep"](keys=[keys.tasks], args=[orjson.dumps(arg)])
+            for i in range(0, len(result), 3):
+                self.metrics.task_ended(_s(result[i]), "abandoned", int(result[i + 1]), int(result[i + 2]))
+            abandoned += len(result) // 3
+            await self.settle_once(keys, now)
+        return abandoned
+
+    async def settle_once(self, keys: TenantKeys, now: float) -> int:
+        """Settles one tenant's intents whose lease ran out as interrupted. Returns how many."""
+        settled = await self.scripts["settle"](
+            keys=[keys.tasks], args=[orjson.dumps({"intents": keys.intents, "deadlines": keys.deadlines,
+                                                   "now": now, "max": 500})])
+        for result in settled:
+            if isinstance(result, list) and result and result[0] == -1:
+                log.error("settling an interrupted request failed: %s", _s(result[1]))
+            else:
+                self._on_result(Op("record", "", keys.tasks), result)
+        if settled:
+            self.metrics.interrupted.inc(len(settled))
+            log.warning("settled %d interrupted request(s) of %s as estimates", len(settled), keys.base)
+        return len(settled)
 
     async def _sweep_loop(self) -> None:
         while True:

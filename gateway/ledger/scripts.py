@@ -2,36 +2,28 @@
 processes never lose an update, and each is safe to replay.
 
 Money is integer pico-dollars, always passed to Redis as strings and added with
-HINCRBY (exact int64), never as Lua numbers (doubles).
-
-Keys (``{t}`` = tenant, ``{id}`` = task id, ``{day}`` = UTC yyyymmdd):
-
-    tg:task:{t}:{id}            hash: the task's state and running totals
-    tg:task:{t}:{id}:attempts   list: the task's attempt records (JSON, last 1000)
-    tg:tasks:{t}                zset: task ids by creation time (listing)
-    tg:open                     zset: "{t}\\x1f{id}" of open tasks by last activity (sweeper)
-    tg:seen:{request}:{attempt} string: idempotency marker of one attempt record (7 days)
-    tg:agg:{t}:{day}            hash: per task type and outcome totals of tasks that ended that day
-    tg:spend:{t}:{period}       hash: a tenant's spent and reserved money for a day or month
-    tg:records                  stream: every attempt record, for export (approximately bounded)
-    tg:audit                    stream: policy denials, redactions, escalations (no prompt text)
-    tg:health                   hash: circuit breaker state per deployment (gateway.upstream.health)
+HINCRBY (exact int64), never as Lua numbers (doubles). Every key a script uses
+is built in Python (:mod:`gateway.ledger.keys`) and passed in; all of them
+belong to one tenant, so a call touches one Redis Cluster slot (``KEYS[1]`` is
+a key of that tenant, for routing).
 """
 
 from __future__ import annotations
 
 # Ends a task: status, indexes, per-type aggregates for the day, retention.
+# k: {task, att, open, aggp} of the task's tenant.
 _END_TASK = r"""
-local function end_task(t, member, outcome, now, day, retention)
-  local tenant = redis.call('HGET', t, 'tenant')
+local function end_task(k, id, outcome, now, day, retention)
+  local t = k.task
   local ttype = redis.call('HGET', t, 'task_type')
   redis.call('HSET', t, 'status', outcome, 'ended_at', now, 'ended_day', day)
-  redis.call('ZREM', 'tg:open', member)
-  local agg = 'tg:agg:' .. tenant .. ':' .. day
+  redis.call('ZREM', k.open, id)
+  local agg = k.aggp .. day
   local p = ttype .. '|' .. outcome .. '|'
   redis.call('HINCRBY', agg, p .. 'tasks', 1)
   local fields = {'cost_pusd', 'requests', 'attempts', 'input_tokens', 'output_tokens',
-                  'waste_pusd', 'waste:retry', 'waste:fallback', 'waste:cancelled', 'unpriced'}
+                  'waste_pusd', 'waste:retry', 'waste:fallback', 'waste:cancelled', 'waste:interrupted',
+                  'unpriced', 'estimated'}
   local values = redis.call('HMGET', t, unpack(fields))
   for i, f in ipairs(fields) do
     local v = values[i]
@@ -39,31 +31,58 @@ local function end_task(t, member, outcome, now, day, retention)
   end
   redis.call('EXPIRE', agg, 34560000)  -- daily aggregates feed reports: kept 400 days, whatever the task's retention
   redis.call('EXPIRE', t, retention)
-  redis.call('EXPIRE', t .. ':attempts', retention)
+  redis.call('EXPIRE', k.att, retention)
   return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0'}
 end
 """
 
-# ARGV: attempt records, each as JSON (see gateway.ledger.ledger.Ledger.record); one call
-# takes a whole batch. Returns one result per record: {0} a duplicate (already counted),
-# {1} counted, {2, type, cost, outcome} counted and it ended a one-request task.
-RECORD = _END_TASK + r"""
-local function record(line)
+# Checks a record before anything is written, so that a bad one changes nothing.
+_VALID = r"""
+local MAX_TOKENS = 1e12
+local function money(v) return type(v) == 'string' and (v == '' or (#v <= 18 and string.match(v, '^%d+$') ~= nil)) end
+local function count(v) return type(v) == 'number' and v >= 0 and v <= MAX_TOKENS and math.floor(v) == v end
+local function valid(r)
+  if type(r.k) ~= 'table' or type(r.task_id) ~= 'string' or type(r.request_id) ~= 'string' then return 'keys' end
+  for _, f in ipairs({'input_tokens', 'output_tokens', 'cached_input_tokens', 'reasoning_tokens', 'attempt'}) do
+    if not count(r[f]) then return f end
+  end
+  if not money(r.cost) or not money(r.reserved) or not money(r.budget) then return 'money' end
+  return nil
+end
+"""
+
+# One attempt record: "<keys JSON>\x1e<record JSON>" (see gateway/ledger/encode.py; \x1e, the
+# ASCII record separator, never appears raw in JSON). Returns {0} a duplicate (already
+# counted, or its request was settled as interrupted first), {1} counted, {2, type, cost,
+# outcome, waste} counted and it ended a one-request task, {-1, reason} refused (nothing written).
+_RECORD_FN = _END_TASK + _VALID + r"""
+local function record(arg)
+local sep = string.find(arg, '\30', 1, true)
+if not sep then return {-1, 'no keys'} end
+local line = string.sub(arg, sep + 1)  -- the record as stored: without the keys it was written with
 local r = cjson.decode(line)
-local t = 'tg:task:' .. r.tenant .. ':' .. r.task_id
-local member = r.tenant .. '\31' .. r.task_id
-if not redis.call('SET', 'tg:seen:' .. r.request_id .. ':' .. r.attempt, '1', 'NX', 'EX', 604800) then
+r.k = cjson.decode(string.sub(arg, 1, sep - 1))
+local bad = valid(r)
+if bad then return {-1, 'invalid ' .. bad} end
+local k = r.k
+local t = k.task
+if redis.call('EXISTS', k.settled) == 1 then return {0} end  -- settled as interrupted: the estimate stands
+if not redis.call('SET', k.seen, '1', 'NX', 'EX', k.dedup_ttl) then
   return {0}
+end
+if r.final then
+  redis.call('HDEL', k.intents, r.request_id)
+  redis.call('ZREM', k.deadlines, r.request_id)
 end
 local now = r.ts
 if redis.call('HEXISTS', t, 'status') == 0 then  -- a budget reservation may have made the hash already
   redis.call('HSET', t, 'task_id', r.task_id, 'tenant', r.tenant, 'task_type', r.task_type,
              'status', 'open', 'created_at', now, 'updated_at', now)
-  redis.call('ZADD', 'tg:tasks:' .. r.tenant, now, r.task_id)
+  if not r.one_request then redis.call('ZADD', k.tasks, now, r.task_id) end
 end
 local status = redis.call('HGET', t, 'status')
 redis.call('HSET', t, 'updated_at', now)
-if status == 'open' and r.end_outcome == '' then redis.call('ZADD', 'tg:open', now, member) end
+if status == 'open' and r.end_outcome == '' then redis.call('ZADD', k.open, now, r.task_id) end
 if r.budget ~= '' then redis.call('HSET', t, 'budget_pusd', r.budget) end
 if r.attempt == 0 then redis.call('HINCRBY', t, 'requests', 1) end
 redis.call('HINCRBY', t, 'attempts', 1)
@@ -84,9 +103,9 @@ if r.cost == '' then
 else
   redis.call('HINCRBY', t, 'cost_pusd', r.cost)
   redis.call('HINCRBY', t, d .. 'cost_pusd', r.cost)
-  for _, k in ipairs(r.spend_keys) do
-    if redis.call('HINCRBY', k, 'spent', r.cost) == tonumber(r.cost) then  -- new key: give it a lifetime
-      redis.call('EXPIRE', k, 3456000)
+  for _, s in ipairs(k.spend) do
+    if redis.call('HINCRBY', s, 'spent', r.cost) == tonumber(r.cost) then  -- new key: give it a lifetime
+      redis.call('EXPIRE', s, 3456000)
     end
   end
   if r.waste_reason ~= '' then
@@ -96,14 +115,16 @@ else
 end
 if r.reserved ~= '' then
   redis.call('HINCRBY', t, 'reserved_pusd', '-' .. r.reserved)
-  for _, k in ipairs(r.spend_keys) do redis.call('HINCRBY', k, 'reserved', '-' .. r.reserved) end
+  for _, s in ipairs(k.spend) do redis.call('HINCRBY', s, 'reserved', '-' .. r.reserved) end
 end
-redis.call('RPUSH', t .. ':attempts', line)
-redis.call('LTRIM', t .. ':attempts', -1000, -1)
-redis.call('XADD', 'tg:records', 'MAXLEN', '~', r.stream_maxlen, '*', 'r', line)
+if not r.one_request then  -- a one-request task keeps no attempts list: its record is in the export stream
+  redis.call('RPUSH', k.att, line)
+  redis.call('LTRIM', k.att, -1000, -1)
+end
+redis.call('XADD', k.records, 'MAXLEN', '~', r.stream_maxlen, '*', 'r', line)
 if status ~= 'open' then
   -- a late record (replayed from the spool) for a task that already ended: count it on its day
-  local agg = 'tg:agg:' .. r.tenant .. ':' .. redis.call('HGET', t, 'ended_day')
+  local agg = k.aggp .. redis.call('HGET', t, 'ended_day')
   local p = redis.call('HGET', t, 'task_type') .. '|' .. status .. '|'
   if r.cost ~= '' then redis.call('HINCRBY', agg, p .. 'cost_pusd', r.cost) end
   if r.attempt == 0 then redis.call('HINCRBY', agg, p .. 'requests', 1) end
@@ -111,51 +132,118 @@ if status ~= 'open' then
   return {1}
 end
 if r.end_outcome ~= '' then
-  local ended = end_task(t, member, r.end_outcome, now, r.day, r.retention)
+  local ended = end_task(k, r.task_id, r.end_outcome, now, r.day, r.retention)
   return {2, ended[1], ended[2], r.end_outcome, ended[3]}
 end
 return {1}
 end
 
-local out = {}
-for i = 1, #ARGV do out[i] = record(ARGV[i]) end
-return out
+local function try_record(line)
+  local ok, res = pcall(record, line)
+  if ok then return res end
+  return {-1, type(res) == 'table' and tostring(res.err) or tostring(res)}
+end
 """
 
-# ARGV: tenant, task id, outcome, now, day, retention (s). Returns {code, ...}:
-# {'missing'}, {'ended', type, cost, outcome}, {'same'}, {'conflict', status}.
-COMPLETE = _END_TASK + r"""
-local t = 'tg:task:' .. ARGV[1] .. ':' .. ARGV[2]
-if redis.call('HEXISTS', t, 'status') == 0 then return {'missing'} end
-local status = redis.call('HGET', t, 'status')
-if status == ARGV[3] then return {'same'} end
-if status ~= 'open' then return {'conflict', status} end
-local ended = end_task(t, ARGV[1] .. '\31' .. ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]))
-return {'ended', ended[1], ended[2], ARGV[3], ended[3]}
-"""
-
-# ARGV: cutoff (last activity before it means idle), now, day, max tasks, retention.
-# Returns a flat list: type, cost, waste, type, cost, waste, ... of the tasks it abandoned.
-SWEEP = _END_TASK + r"""
+# ARGV: one tenant's share of a batch, in the order it was submitted, each JSON of one of:
+#   an attempt record (see _RECORD_FN): one result as _RECORD_FN says; a failing record is
+#     isolated, the others count;
+#   {"intent": true, intents, deadlines, request_id, due, line}: what to record if the request
+#     is interrupted (``line``, an attempt record), kept until ``due`` unless renewed, and
+#     removed by the request's final record: {1};
+#   {"renew": true, deadlines, due, ids}: the leases of requests still in flight: {1}.
+# Intents and records share this one call so that a request's intent is always applied
+# before its final record, whatever else the batch holds.
+RECORD = _RECORD_FN + r"""
 local out = {}
-local members = redis.call('ZRANGEBYSCORE', 'tg:open', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-for _, member in ipairs(members) do
-  local sep = string.find(member, '\31', 1, true)
-  local t = 'tg:task:' .. string.sub(member, 1, sep - 1) .. ':' .. string.sub(member, sep + 1)
-  if redis.call('HGET', t, 'status') == 'open'
-     and tonumber(redis.call('HGET', t, 'updated_at')) <= tonumber(ARGV[1]) then
-    local ended = end_task(t, member, 'abandoned', ARGV[2], ARGV[3], tonumber(ARGV[5]))
-    table.insert(out, ended[1])
-    table.insert(out, ended[2])
-    table.insert(out, ended[3])
+for i = 1, #ARGV do
+  local line = ARGV[i]
+  if string.sub(line, 1, 10) == '{"intent":' then
+    local a = cjson.decode(line)
+    redis.call('HSET', a.intents, a.request_id, a.line)
+    redis.call('ZADD', a.deadlines, a.due, a.request_id)
+    out[i] = {1}
+  elseif string.sub(line, 1, 9) == '{"renew":' then
+    local a = cjson.decode(line)
+    for _, id in ipairs(a.ids) do redis.call('ZADD', a.deadlines, 'XX', a.due, id) end
+    out[i] = {1}
   else
-    redis.call('ZREM', 'tg:open', member)
+    out[i] = try_record(line)
   end
 end
 return out
 """
 
-# ARGV[1]: JSON {amount, scopes: [[key, spent field, reserved field, limit, label], ...]}.
+# ARGV[1]: JSON {intents, deadlines, now, max}: settles one tenant's intents whose lease
+# expired (their process died, or lost the store for longer than the lease) as interrupted:
+# each intent's record is written (an estimate, marked so), its reservation released, and
+# the request marked settled so that its own records, if they arrive later, are not
+# counted twice. Returns one result per settled intent (see _RECORD_FN).
+SETTLE = _RECORD_FN + r"""
+local a = cjson.decode(ARGV[1])
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', a.deadlines, '-inf', a.now, 'LIMIT', 0, a.max)
+for _, id in ipairs(ids) do
+  local line = redis.call('HGET', a.intents, id)
+  redis.call('HDEL', a.intents, id)
+  redis.call('ZREM', a.deadlines, id)
+  if line then
+    local res = try_record(line)
+    local sep = string.find(line, '\30', 1, true)
+    local k = cjson.decode(string.sub(line, 1, sep - 1))
+    redis.call('SET', k.settled, '1', 'EX', k.dedup_ttl)
+    table.insert(out, res)
+  end
+end
+return out
+"""
+
+# KEYS[1]: the tenants set. ARGV: tenant names the ledger has seen.
+TENANT = r"""
+for i = 1, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+local out = {}
+for i = 1, #ARGV do out[i] = 1 end
+return out
+"""
+
+# ARGV[1]: JSON {k: {task, att, open, aggp}, id, outcome, now, day, retention}. Returns {code, ...}:
+# {'missing'}, {'ended', type, cost, outcome, waste}, {'same'}, {'conflict', status}.
+COMPLETE = _END_TASK + r"""
+local a = cjson.decode(ARGV[1])
+local t = a.k.task
+if redis.call('HEXISTS', t, 'status') == 0 then return {'missing'} end
+local status = redis.call('HGET', t, 'status')
+if status == a.outcome then return {'same'} end
+if status ~= 'open' then return {'conflict', status} end
+local ended = end_task(a.k, a.id, a.outcome, a.now, a.day, a.retention)
+return {'ended', ended[1], ended[2], a.outcome, ended[3]}
+"""
+
+# ARGV[1]: JSON {k: {tp, ap, open, aggp, tasks}, cutoff, now, day, max, retention, index_cutoff}:
+# abandons one tenant's tasks idle since before ``cutoff`` and trims its task index of
+# tasks created before ``index_cutoff`` (their hashes have expired by retention).
+# Returns a flat list: type, cost, waste, type, cost, waste, ... of the tasks it abandoned.
+SWEEP = _END_TASK + r"""
+local a = cjson.decode(ARGV[1])
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', a.k.open, '-inf', a.cutoff, 'LIMIT', 0, a.max)
+for _, id in ipairs(ids) do
+  local k = {task = a.k.tp .. id, att = a.k.ap .. id, open = a.k.open, aggp = a.k.aggp}
+  if redis.call('HGET', k.task, 'status') == 'open'
+     and tonumber(redis.call('HGET', k.task, 'updated_at')) <= tonumber(a.cutoff) then
+    local ended = end_task(k, id, 'abandoned', a.now, a.day, a.retention)
+    table.insert(out, ended[1])
+    table.insert(out, ended[2])
+    table.insert(out, ended[3])
+  else
+    redis.call('ZREM', a.k.open, id)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', a.k.tasks, '-inf', '(' .. a.index_cutoff)
+return out
+"""
+
+# ARGV[1]: JSON {amount, scopes: [[key, spent field, reserved field, limit, label, ttl], ...]}.
 # Reserves `amount` in every scope, or in none: returns {'ok'} or
 # {'over', label, spent, reserved, limit}. Comparisons use doubles (exact to
 # a few pico-dollars below $9,000; budgets are checked, not summed, here).
@@ -176,12 +264,12 @@ end
 return {'ok'}
 """
 
-# ARGV: audit entries as JSON, each with the stream's approximate bound in ``maxlen``.
+# KEYS[1]: the audit stream. ARGV: audit entries as JSON, each with the stream's approximate bound in ``maxlen``.
 AUDIT = r"""
 local out = {}
 for i = 1, #ARGV do
   local e = cjson.decode(ARGV[i])
-  redis.call('XADD', 'tg:audit', 'MAXLEN', '~', e.maxlen, '*', 'e', ARGV[i])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', e.maxlen, '*', 'e', ARGV[i])
   out[i] = 1
 end
 return out

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 from gateway.accounting.pricing import PICO, usd
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
-WASTE_REASONS = ("retry", "fallback", "cancelled")
+WASTE_REASONS = ("retry", "fallback", "cancelled", "interrupted")
 
 
 def money(picousd: int) -> float:
@@ -63,6 +63,7 @@ def task_summary(h: Mapping[str, str], price_usd: Decimal | None = None) -> dict
         "waste_by_reason": waste,
         "unpriced_attempts": _int(h, "unpriced"),
         "estimated_attempts": _int(h, "estimated"),
+        "reserved_picousd": _int(h, "reserved_pusd"),  # held by requests in flight (released by their final record)
         "cost_complete": _int(h, "unpriced") == 0,
         "budget_usd": money(_int(h, "budget_pusd")) if h.get("budget_pusd") else None,
         "models": breakdown,

@@ -1,11 +1,19 @@
 """Writes ledger operations to Redis off the request path, in pipelined batches.
 
-The request path only appends to an in-memory queue. One background task
-drains it, runs each operation's Lua script in one pipeline, and hands the
-results back (e.g. "this record ended a task", for metrics). When Redis is
-unreachable the batch goes to the local spool, and a replay loop puts spooled
-operations back once Redis answers again. Nothing is dropped: shutdown
-flushes the queue to Redis, or else to the spool.
+The request path only appends to an in-memory queue and to a local journal
+(one ``write()`` per operation, no fsync: the kernel holds the bytes, so they
+survive a SIGKILL of this process; only a machine crash loses them). One
+background task drains the queue, runs each operation's Lua script — one call
+per (script, tenant) — and hands the results back. When Redis is unreachable
+the batch goes to the local spool, and a replay loop puts spooled operations
+back once Redis answers again. When this process dies, the next one to start
+on the same spool directory moves what its journal held but Redis never
+acknowledged into the spool. Replays are idempotent.
+
+One operation that Redis refuses (a script error, an invalid record) never
+takes the others with it: the script isolates records, a failed call is retried
+one operation at a time, and what still fails goes to a dead-letter file and a
+metric. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.ledger.journal import Journal, recover_journals
 from gateway.ledger.spool import Spool
 
 log = logging.getLogger("taskgate.ledger")
@@ -35,26 +44,29 @@ BATCH = 256
 class Op:
     script: str  # a name in Writer.scripts
     arg: str  # the script's JSON argument
+    key: str  # the script's KEYS[1]: a key of the tenant it writes (one Redis Cluster slot)
 
 
 class Writer:
     def __init__(self, redis: aioredis.Redis, scripts: dict[str, Any], spool: Spool,
-                 on_result: Callable[[Op, Any], None], replay_interval: float = 1.0) -> None:
+                 on_result: Callable[[Op, Any], None], on_dead: Callable[[Op, str], None],
+                 replay_interval: float = 1.0) -> None:
         self.redis = redis
         self.scripts = scripts  # name -> redis-py Script (EVALSHA with EVAL fallback)
         self.spool = spool
+        self.journal = Journal(spool.dir)
         self.on_result = on_result
+        self.on_dead = on_dead
         self.replay_interval = replay_interval
         self.healthy = True  # False from a failed write until Redis answers again
-        self._queue: deque[Op] = deque()
+        self._queue: deque[tuple[int, Op]] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
 
     def submit(self, op: Op) -> None:
-        self._queue.append(op)
+        self._queue.append((self.journal.append(op.script, op.key, op.arg), op))
         self._idle.clear()
         self._wake.set()
 
@@ -67,26 +79,31 @@ class Writer:
 
     async def start(self) -> None:
         _recover_orphans(self.spool)
+        moved = recover_journals(self.spool.dir, self.spool)
+        if moved:
+            log.warning("moved %d ledger operation(s) from the journal of a process that died into the spool", moved)
         self._tasks = [asyncio.create_task(self._drain_loop()), asyncio.create_task(self._replay_loop())]
 
-    async def stop(self) -> None:
-        self._stopping = True
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Flush to Redis within ``timeout``, else spool what is left: bounded, nothing lost."""
         self._wake.set()
-        await self.flush(timeout=15)
+        await self.flush(timeout=timeout)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._queue:  # Redis never answered: keep the rest on disk
-            self.spool.append([_line(op) for op in self._queue])
+            self.spool.append([_line(op) for _, op in self._queue])
             self._queue.clear()
+        self.journal.close(clean=True)
 
     async def _drain_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-                await self._write(batch)
+                items = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                await self._write([op for _, op in items])
+                self.journal.ack(items[-1][0], idle=not self._queue)
             self._idle.set()
 
     async def _write(self, batch: list[Op]) -> None:
@@ -100,30 +117,60 @@ class Writer:
             log.error("store unreachable (%s); spooling the ledger to %s", type(exc).__name__, self.spool.dir)
             self.spool.append([_line(op) for op in batch])
             return
+        except RedisError as exc:  # the whole pipeline refused (e.g. a script error): one op at a time
+            results = [exc] * len(batch)
+        except Exception:  # a bug here must not lose the batch, nor stop the writer
+            log.exception("ledger batch failed unexpectedly; spooling it")
+            self.spool.append([_line(op) for op in batch])
+            return
+        await self._handle(batch, results)
+
+    async def _handle(self, batch: list[Op], results: list[Any]) -> None:
         for op, result in zip(batch, results):
+            if isinstance(result, RedisError):  # the whole call failed: try this one alone
+                result = await self._alone(op)
             if isinstance(result, RedisError):
-                log.error("ledger script %s failed: %s", op.script, result)
-                continue
-            self.on_result(op, result)
+                self.on_dead(op, str(result))
+            elif isinstance(result, list) and result and result[0] == -1:
+                self.on_dead(op, _text(result[1]) if len(result) > 1 else "refused")
+            else:
+                self.on_result(op, result)
+
+    async def _alone(self, op: Op) -> Any:
+        try:
+            return (await self._execute([op]))[0]
+        except UNREACHABLE:
+            self.spool.append([_line(op)])  # not refused: the store went away; replayed later
+            return None
+        except RedisError as exc:
+            return exc
 
     async def _execute(self, batch: list[Op]) -> list[Any]:
-        """One script call per script name for the whole batch; a result per op, in order."""
-        groups: dict[str, list[int]] = {}
+        """One script call per (script, key) for the whole batch, in the order of first appearance;
+        a result per op, in order."""
+        groups: dict[tuple[str, str], list[int]] = {}
         for i, op in enumerate(batch):
-            groups.setdefault(op.script, []).append(i)
+            groups.setdefault((op.script, op.key), []).append(i)
         pipe = self.redis.pipeline(transaction=False)
-        for name, indexes in groups.items():
-            await self.scripts[name](args=[batch[i].arg for i in indexes], client=pipe)
+        for (name, key), indexes in groups.items():
+            await self.scripts[name](keys=[key], args=[batch[i].arg for i in indexes], client=pipe)
         replies = await pipe.execute(raise_on_error=False)
         results: list[Any] = [None] * len(batch)
-        for (name, indexes), reply in zip(groups.items(), replies):
+        for indexes, reply in zip(groups.values(), replies):
             for n, i in enumerate(indexes):
                 results[i] = reply if isinstance(reply, RedisError) else reply[n]
         return results
 
     async def _replay_loop(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(self.replay_interval)
+            ticks += 1
+            if ticks % 5 == 0:  # a process on this host that died: its journal goes to the spool
+                moved = recover_journals(self.spool.dir, self.spool)
+                if moved:
+                    log.warning("moved %d ledger operation(s) from the journal of a process that died "
+                                "into the spool", moved)
             if self.healthy and not self.spool.pending():
                 continue
             try:
@@ -140,9 +187,7 @@ class Writer:
             try:
                 for start in range(0, len(ops), BATCH):
                     batch = ops[start:start + BATCH]
-                    for op, result in zip(batch, await self._execute(batch)):
-                        if not isinstance(result, RedisError):
-                            self.on_result(op, result)
+                    await self._handle(batch, await self._execute(batch))
             except UNREACHABLE:
                 # Redis went away again: put the whole file back (replays are idempotent).
                 path.rename(path.with_name(f"spool-{os.getpid()}-again-{path.name}"))
@@ -152,13 +197,17 @@ class Writer:
         self.healthy = True
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _line(op: Op) -> str:
-    return orjson.dumps({"script": op.script, "arg": op.arg}).decode()
+    return orjson.dumps({"script": op.script, "arg": op.arg, "key": op.key}).decode()
 
 
 def _op(line: str) -> Op:
     data = orjson.loads(line)
-    return Op(data["script"], data["arg"])
+    return Op(data["script"], data["arg"], data.get("key", ""))
 
 
 def _recover_orphans(spool: Spool) -> None:

@@ -28,6 +28,7 @@ from typing import Iterator, Protocol
 from gateway.accounting.estimate import worst_case_usage
 from gateway.accounting.pricing import cost_picousd
 from gateway.accounting.records import AttemptRecord
+from gateway.ledger.encode import INTERRUPTED_ATTEMPT
 from gateway.errors import BadRequest, GatewayError, ServiceUnavailable, from_upstream
 from gateway.proxy.call import Call
 from gateway.services import Services
@@ -200,7 +201,7 @@ class AttemptLoop:
             return None
         if not self.admitted:
             self.admitted = True
-            await self._admit()
+            await self._admit(dep)
         self.services.health.attempt_started(dep)
         return up_req
 
@@ -212,20 +213,35 @@ class AttemptLoop:
         state = self.services.health.breakers.get(dep.id, BreakerState())
         return availability(state, time.time(), self.breaker).usable
 
-    async def _admit(self) -> None:
-        """Before the first upstream byte: refuse when failing closed, reserve budgets."""
+    async def _admit(self, first: Deployment) -> None:
+        """Before the first upstream byte: refuse when failing closed, reserve budgets, and leave
+        the ledger an intent: what to record if this request never records its final attempt."""
         call, ledger = self.call, self.services.ledger
         config = call.snapshot.config
         ledger.check_available()
-        if call.budget_picousd is None and call.tenant.name not in config.budgets.tenants:
-            return
         worst = worst_case_usage(call.request.body, config.budgets.default_max_output_tokens)
-        amounts = [cost_picousd(worst, price, dep.timeout) for dep, _ in self.schedule.items
-                   if (price := call.snapshot.price(dep)) is not None]
-        amount = max(amounts, default=0)
-        if await ledger.reserve(call.tenant.name, call.task.id, amount, call.budget_picousd, call.period,
-                                config.budgets):
-            self.reserved_picousd = amount
+        if call.budget_picousd is not None or call.tenant.name in config.budgets.tenants:
+            amounts = [cost_picousd(worst, price, dep.timeout) for dep, _ in self.schedule.items
+                       if (price := call.snapshot.price(dep)) is not None]
+            amount = max(amounts, default=0)
+            if await ledger.reserve(call.tenant.name, call.task.id, amount, call.budget_picousd, call.period,
+                                    config.budgets):
+                self.reserved_picousd = amount
+        ledger.intent(self._interrupted_record(first, Usage(input_tokens=worst.input_tokens)))
+
+    def _interrupted_record(self, dep: Deployment, estimate: Usage) -> AttemptRecord:
+        """The record of this request if it is interrupted before its final record: the prompt as
+        estimated before the first byte (no output known), priced, marked estimated and interrupted."""
+        call = self.call
+        price = call.snapshot.price(dep)
+        return AttemptRecord(
+            request_id=call.request_id, attempt=INTERRUPTED_ATTEMPT, task_id=call.task.id, task_type=call.task.type,
+            tenant=call.tenant.name, operation=call.operation, model=call.model, deployment=dep.id,
+            provider=dep.kind, outcome="interrupted", status=0, error_reason="interrupted", usage=estimate,
+            usage_source="estimated", cost_picousd=None if price is None else cost_picousd(estimate, price),
+            started_at=time.time(), duration_s=0.0, final=True, waste_reason="interrupted",
+            end_outcome="failed" if call.task.generated else None, one_request=call.task.generated,
+            reserved_picousd=self.reserved_picousd, budget_picousd=call.budget_picousd, spend_period=call.period)
 
     # --- after an attempt ------------------------------------------------------------
 
@@ -276,6 +292,7 @@ class AttemptLoop:
             cost_picousd=cost, started_at=started, duration_s=elapsed, ttft_s=result.ttft, final=final,
             waste_reason=waste_reason,
             end_outcome=("succeeded" if outcome == "ok" else "failed") if final and call.task.generated else None,
+            one_request=call.task.generated,
             reserved_picousd=self.reserved_picousd if final else None,
             budget_picousd=call.budget_picousd if self.attempts == 0 else None,
             spend_period=call.period,

@@ -1,0 +1,75 @@
+"""Attempt records and intents as the ledger's Lua scripts take them (pure).
+
+Every key a script touches is put into the record here, from
+:mod:`gateway.ledger.keys`, so the scripts never build a key from an id.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from gateway.accounting.pricing import format_usd
+from gateway.accounting.records import AttemptRecord
+from gateway.config.schema import TasksSection
+from gateway.ledger.keys import TenantKeys
+
+INTERRUPTED_ATTEMPT = 999  # the attempt number of a settlement: never a real attempt's
+
+
+@functools.lru_cache(maxsize=4)
+def _day_of(day_number: int) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(day_number * 86400))
+
+
+def utc_day(ts: float) -> str:
+    return _day_of(int(ts // 86400))
+
+
+def period_of(ts: float) -> tuple[str, str]:
+    d = datetime.fromtimestamp(ts, timezone.utc)
+    return d.strftime("%Y%m%d"), d.strftime("%Y%m")
+
+
+def task_keys(keys: TenantKeys, task_id: str, period: tuple[str, str]) -> dict[str, Any]:
+    return {"task": keys.task(task_id), "att": keys.attempts(task_id), "tasks": keys.tasks, "open": keys.open,
+            "aggp": keys.agg_prefix, "records": keys.records, "spend": keys.spend(period),
+            "intents": keys.intents, "deadlines": keys.deadlines}
+
+
+def record_keys(rec: AttemptRecord, keys: TenantKeys, dedup_ttl: int) -> dict[str, Any]:
+    """The keys one attempt record is written to (the first line of the RECORD script's argument)."""
+    period = rec.spend_period if rec.spend_period[0] else period_of(rec.started_at)
+    return {**task_keys(keys, rec.task_id, period), "seen": keys.seen(rec.request_id, rec.attempt),
+            "settled": keys.settled(rec.request_id), "dedup_ttl": dedup_ttl}
+
+
+def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
+    """One attempt record as stored (the second line of the RECORD script's argument)."""
+    u = rec.usage
+    one_request = rec.one_request
+    return {
+        "tenant": rec.tenant, "task_id": rec.task_id, "task_type": rec.task_type,
+        "request_id": rec.request_id, "attempt": rec.attempt, "ts": f"{rec.started_at + rec.duration_s:.6f}",
+        "operation": rec.operation, "model": rec.model, "deployment": rec.deployment, "provider": rec.provider,
+        "outcome": rec.outcome, "status": rec.status, "error_reason": rec.error_reason or "",
+        "input_tokens": u.input_tokens if u else 0, "output_tokens": u.output_tokens if u else 0,
+        "cached_input_tokens": u.cached_input_tokens if u else 0,
+        "reasoning_tokens": u.reasoning_tokens if u else 0,
+        "usage_source": rec.usage_source,
+        "cost_source": ("unpriced" if rec.cost_picousd is None else
+                        "estimated" if rec.usage_source == "estimated" else "computed"),
+        "cost": "" if rec.cost_picousd is None else str(rec.cost_picousd),
+        "cost_usd": "" if rec.cost_picousd is None else format_usd(rec.cost_picousd),
+        "waste_reason": rec.waste_reason or "", "final": rec.final, "one_request": one_request,
+        "duration_s": round(rec.duration_s, 6), "ttft_s": rec.ttft_s,
+        "end_outcome": rec.end_outcome or "",
+        "reserved": "" if not rec.reserved_picousd else str(rec.reserved_picousd),
+        "budget": "" if rec.budget_picousd is None else str(rec.budget_picousd),
+        "day": utc_day(time.time()),
+        "retention": (settings.one_request_retention_hours * 3600 if one_request
+                      else settings.retention_days * 86400),
+        "stream_maxlen": settings.records_stream_maxlen,
+    }
