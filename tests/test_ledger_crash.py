@@ -12,8 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import openai
-import pytest
 
 from tests.conftest import Fakes, base_config, model_entry
 from tests.test_ledger_faults import wait_for
@@ -51,7 +49,7 @@ def test_hostile_task_ids_cost_the_hostile_tenant_and_lose_nobody_else_a_record(
     assert all(r.status_code == 200 for r in per_id.values()), {i: r.text for i, r in per_id.items()}
     assert sum(r.json()["requests"] for r in per_id.values()) == 60, "the poisoner pays for every request"
     assert all(r.headers["content-type"].startswith("application/json") for r in per_id.values())
-    print(f"\nhostile ids: 60 hostile + 150 honest requests, all 210 recorded")
+    print("\nhostile ids: 60 hostile + 150 honest requests, all 210 recorded")
 
 
 def test_sigkill_of_one_replica_loses_no_billed_request(clean_fakes: Fakes, redis_server: Any,
