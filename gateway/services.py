@@ -20,13 +20,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
 from gateway.accounting.accountant import Accountant
 from gateway.accounting.metrics import Metrics
 from gateway.ledger.ledger import Ledger
 from gateway.snapshot import CurrentSnapshot
-from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, connect
+from gateway.store.client import Store, connect
+from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis
 from gateway.upstream.health import HealthBook
 from gateway.upstream.transport import AiohttpTransport, Transport
 
@@ -36,7 +35,7 @@ log = logging.getLogger("taskgate")
 @dataclass(frozen=True, slots=True)
 class Services:
     transport: Transport
-    store: aioredis.Redis
+    store: Store
     ledger: Ledger
     health: HealthBook
     metrics: Metrics

@@ -73,8 +73,10 @@ class StoreSection(Strict):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        if value != "embedded" and not value.startswith(("redis://", "rediss://", "unix://", "os.environ/", "${")):
-            raise ValueError("must be 'embedded', 'redis://...', 'rediss://...' or 'unix://...'")
+        if value != "embedded" and not value.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                                                         "rediss+cluster://", "os.environ/", "${")):
+            raise ValueError("must be 'embedded', 'redis://...', 'rediss://...', 'unix://...' or "
+                             "'redis+cluster://host:port' (any node of a Redis Cluster)")
         return value
 
 

@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
-import redis.asyncio as aioredis
 
 from gateway.accounting.metrics import Metrics
 from gateway.accounting.pricing import PICO, format_usd
@@ -37,6 +36,7 @@ from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
 from gateway.ledger.reads import Reads
 from gateway.ledger.spool import Spool
 from gateway.ledger.writer import UNREACHABLE, Op, Writer
+from gateway.store.client import Store
 
 log = logging.getLogger("taskgate.ledger")
 UNLIMITED = str(2**62)
@@ -54,7 +54,7 @@ def picousd(value: Decimal) -> int:
 
 
 class Ledger(Reads):
-    def __init__(self, redis: aioredis.Redis, source: ConfigSource, metrics: Metrics) -> None:
+    def __init__(self, redis: Store, source: ConfigSource, metrics: Metrics) -> None:
         self.redis = redis
         self._source = source
         self.metrics = metrics
@@ -79,6 +79,11 @@ class Ledger(Reads):
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        try:  # every node knows the scripts before the first batch (a cluster pipelines none)
+            for script in self.scripts.values():
+                await self.redis.script_load(script.script)
+        except UNREACHABLE:
+            pass  # the store is down at start: loaded on first use
         await self.writer.start()
         self._loops = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._budget_gauge_loop()),
                        asyncio.create_task(self._renew_loop())]

@@ -7,19 +7,19 @@ from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
 import orjson
-import redis.asyncio as aioredis
 
 from gateway.config.schema import TasksSection
 from gateway.errors import NotFound
 from gateway.ledger.keys import AUDIT, for_tenant
 from gateway.ledger.summary import report_rows, task_summary
+from gateway.store.client import Store
 
 
 class Reads:
     """The read side of :class:`~gateway.ledger.ledger.Ledger` (a mixin: it uses the ledger's
     ``redis``, ``settings`` and ``flush``)."""
 
-    redis: aioredis.Redis
+    redis: Store
     flush: Callable[[], Awaitable[None]]
 
     @property

@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.ledger.journal import Journal, recover_journals
 from gateway.ledger.spool import Spool
+from gateway.store.client import Store
 
 log = logging.getLogger("taskgate.ledger")
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -48,7 +49,7 @@ class Op:
 
 
 class Writer:
-    def __init__(self, redis: aioredis.Redis, scripts: dict[str, Any], spool: Spool,
+    def __init__(self, redis: Store, scripts: dict[str, Any], spool: Spool,
                  on_result: Callable[[Op, Any], None], on_dead: Callable[[Op, str], None],
                  replay_interval: float = 1.0) -> None:
         self.redis = redis
@@ -151,10 +152,19 @@ class Writer:
         groups: dict[tuple[str, str], list[int]] = {}
         for i, op in enumerate(batch):
             groups.setdefault((op.script, op.key), []).append(i)
-        pipe = self.redis.pipeline(transaction=False)
-        for (name, key), indexes in groups.items():
-            await self.scripts[name](keys=[key], args=[batch[i].arg for i in indexes], client=pipe)
-        replies = await pipe.execute(raise_on_error=False)
+        replies: list[Any]
+        if isinstance(self.redis, RedisCluster):  # redis-py pipelines no scripts on a cluster: one call per slot
+            replies = list(await asyncio.gather(*(
+                self.scripts[name](keys=[key], args=[batch[i].arg for i in indexes])
+                for (name, key), indexes in groups.items()), return_exceptions=True))
+            for reply in replies:
+                if isinstance(reply, UNREACHABLE):
+                    raise reply
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for (name, key), indexes in groups.items():
+                await self.scripts[name](keys=[key], args=[batch[i].arg for i in indexes], client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
         results: list[Any] = [None] * len(batch)
         for indexes, reply in zip(groups.values(), replies):
             for n, i in enumerate(indexes):

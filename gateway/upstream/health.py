@@ -14,9 +14,9 @@ import logging
 import time
 
 import orjson
-import redis.asyncio as aioredis
 
 from gateway.ledger.writer import UNREACHABLE
+from gateway.store.client import Store
 from policies.health import BreakerState, begin_attempt, record_failure, record_success
 from policies.schema import BreakerSettings
 from policies.strategies import LatencySample, LatencyStats, update_ewma
@@ -28,7 +28,7 @@ _CLOSED = BreakerState()
 
 
 class HealthBook:
-    def __init__(self, redis: aioredis.Redis, sync_interval: float = 0.5) -> None:
+    def __init__(self, redis: Store, sync_interval: float = 0.5) -> None:
         self.redis = redis
         self.sync_interval = sync_interval
         self.breakers: dict[str, BreakerState] = {}
