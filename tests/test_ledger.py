@@ -83,7 +83,7 @@ async def test_waste_unpriced_and_estimated(ledger: Ledger) -> None:
     ledger.record(rec(request="s", cost=50, usage_source="estimated", outcome="cancelled", waste_reason="cancelled"))
     task = await ledger.get("acme", "t1")
     assert task["waste_by_reason"] == {"retry": pytest.approx(3e-10), "fallback": pytest.approx(2e-10),
-                                       "cancelled": pytest.approx(5e-11)}
+                                       "cancelled": pytest.approx(5e-11), "interrupted": 0.0}
     assert (task["unpriced_attempts"], task["estimated_attempts"], task["cost_complete"]) == (1, 1, False)
     records = await ledger.attempts("acme", "t1")
     assert [r["cost_source"] for r in records] == ["computed", "computed", "unpriced", "estimated"]

@@ -85,7 +85,7 @@ async def test_a_refused_record_is_dead_lettered_and_its_batch_still_counts(ledg
     good = [rec("batch", cost=10) for _ in range(20)]
     keys = for_tenant("acme")
     bad_record = {**orjson.loads(ledger.record(good[0])), "input_tokens": -5, "request_id": "bad-1"}
-    bad_keys = {"task": keys.task("batch"), "seen": keys.seen("bad-1", 0), "settled": keys.settled("bad-1"),
+    bad_keys = {"task": keys.task("batch"), "seenp": keys.seen_prefix, "settledp": keys.settled_prefix,
                 "dedup_ttl": 60}
     bad = Op("record", orjson.dumps(bad_keys).decode() + "\x1e" + orjson.dumps(bad_record).decode(), keys.tasks)
     for r in good[1:10]:

@@ -9,6 +9,7 @@ reason.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import defaultdict
@@ -89,7 +90,14 @@ class Config:
 
     @property
     def spool_dir(self) -> str:
-        return self.store.spool_dir or os.path.join(self.store.path, "spool")
+        """Where records wait for the store (spool, journals, dead letters): one directory per store,
+        so that a process never replays another store's records into its own."""
+        if self.store.spool_dir:
+            return self.store.spool_dir
+        if self.store.url == "embedded":
+            return os.path.join(self.store.path, "spool")
+        digest = hashlib.sha256(self.store.url.encode()).hexdigest()[:12]
+        return os.path.join(self.store.path, "spool", digest)
 
     @property
     def auth_enabled(self) -> bool:

@@ -11,10 +11,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from gateway.accounting.pricing import format_usd
 from gateway.accounting.records import AttemptRecord
 from gateway.config.schema import TasksSection
-from gateway.ledger.keys import TenantKeys
+from gateway.ledger.keys import TenantKeys, for_tenant
 
 INTERRUPTED_ATTEMPT = 999  # the attempt number of a settlement: never a real attempt's
 
@@ -39,11 +41,19 @@ def task_keys(keys: TenantKeys, task_id: str, period: tuple[str, str]) -> dict[s
             "intents": keys.intents, "deadlines": keys.deadlines}
 
 
-def record_keys(rec: AttemptRecord, keys: TenantKeys, dedup_ttl: int) -> dict[str, Any]:
-    """The keys one attempt record is written to (the first line of the RECORD script's argument)."""
+@functools.lru_cache(maxsize=4096)
+def keys_json(tenant: str, task_id: str, period: tuple[str, str], dedup_ttl: int) -> str:
+    """The keys a task's records are written to (the first part of the RECORD script's argument):
+    the same for every record of a task on one day, so made once. The script adds the request id
+    and attempt number to ``seenp`` and ``settledp`` (prefixes from gateway/ledger/keys.py)."""
+    keys = for_tenant(tenant)
+    return orjson.dumps({**task_keys(keys, task_id, period), "seenp": keys.seen_prefix,
+                         "settledp": keys.settled_prefix, "dedup_ttl": dedup_ttl}).decode()
+
+
+def record_keys(rec: AttemptRecord, dedup_ttl: int) -> str:
     period = rec.spend_period if rec.spend_period[0] else period_of(rec.started_at)
-    return {**task_keys(keys, rec.task_id, period), "seen": keys.seen(rec.request_id, rec.attempt),
-            "settled": keys.settled(rec.request_id), "dedup_ttl": dedup_ttl}
+    return keys_json(rec.tenant, rec.task_id, period, dedup_ttl)
 
 
 def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:

@@ -106,6 +106,14 @@ class TenantKeys:
     def settled(self, request_id: str) -> str:
         return f"{self.base}settled:{request_id}"
 
+    @property
+    def seen_prefix(self) -> str:
+        return f"{self.base}seen:"
+
+    @property
+    def settled_prefix(self) -> str:
+        return f"{self.base}settled:"
+
 
 def for_tenant(tenant: str) -> TenantKeys:
     return TenantKeys("tg:{" + check_tenant(tenant) + "}:")

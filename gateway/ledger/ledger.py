@@ -36,7 +36,7 @@ from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
 from gateway.ledger.reads import Reads
 from gateway.ledger.spool import Spool
 from gateway.ledger.writer import UNREACHABLE, Op, Writer
-from gateway.store.client import Store
+from gateway.store.client import Store, cancel_requested
 
 log = logging.getLogger("taskgate.ledger")
 UNLIMITED = str(2**62)
@@ -91,7 +91,8 @@ class Ledger(Reads):
     async def stop(self, timeout: float = 15.0) -> None:
         for loop in self._loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._loops:  # bounded: a store call that swallowed the cancellation must not hold the stop
+            await asyncio.wait(self._loops, timeout=2)
         await self.writer.stop(timeout)
 
     @property
@@ -123,7 +124,7 @@ class Ledger(Reads):
     def _line(self, rec: AttemptRecord, keys: TenantKeys) -> tuple[str, str]:
         """The RECORD argument (keys, then the record) and the record alone."""
         line = orjson.dumps(record_arg(rec, self.settings)).decode()
-        return orjson.dumps(record_keys(rec, keys, self.dedup_ttl)).decode() + "\x1e" + line, line
+        return record_keys(rec, self.dedup_ttl) + "\x1e" + line, line
 
     def record(self, rec: AttemptRecord) -> str:
         """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""
@@ -140,9 +141,9 @@ class Ledger(Reads):
         keys = self._keys(interrupted.tenant)
         arg, _ = self._line(interrupted, keys)
         until = time.time() + self.settings.intent_lease_s
-        self.writer.submit(Op("record", orjson.dumps({
-            "intent": True, "intents": keys.intents, "deadlines": keys.deadlines,
-            "request_id": interrupted.request_id, "due": until, "line": arg}).decode(), keys.tasks))
+        header = orjson.dumps({"intent": True, "intents": keys.intents, "deadlines": keys.deadlines,
+                               "request_id": interrupted.request_id, "due": until}).decode()
+        self.writer.submit(Op("record", header + "\x1d" + arg, keys.tasks))
         self._in_flight[interrupted.request_id] = keys
 
     def audit(self, entry: dict[str, Any], maxlen: int = 100_000) -> None:
@@ -234,6 +235,8 @@ class Ledger(Reads):
                 pass
             except Exception:
                 log.exception("refreshing budget gauges failed")
+            if cancel_requested():
+                return
             await asyncio.sleep(15)
 
     # --- ending tasks ----------------------------------------------------------------
@@ -309,6 +312,8 @@ class Ledger(Reads):
                 pass
             except Exception:
                 log.exception("sweeping idle tasks failed")
+            if cancel_requested():
+                return
 
 
 def _s(value: Any) -> str:

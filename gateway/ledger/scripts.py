@@ -66,8 +66,8 @@ local bad = valid(r)
 if bad then return {-1, 'invalid ' .. bad} end
 local k = r.k
 local t = k.task
-if redis.call('EXISTS', k.settled) == 1 then return {0} end  -- settled as interrupted: the estimate stands
-if not redis.call('SET', k.seen, '1', 'NX', 'EX', k.dedup_ttl) then
+if redis.call('EXISTS', k.settledp .. r.request_id) == 1 then return {0} end  -- settled: the estimate stands
+if not redis.call('SET', k.seenp .. r.request_id .. ':' .. r.attempt, '1', 'NX', 'EX', k.dedup_ttl) then
   return {0}
 end
 if r.final then
@@ -148,9 +148,9 @@ end
 # ARGV: one tenant's share of a batch, in the order it was submitted, each JSON of one of:
 #   an attempt record (see _RECORD_FN): one result as _RECORD_FN says; a failing record is
 #     isolated, the others count;
-#   {"intent": true, intents, deadlines, request_id, due, line}: what to record if the request
-#     is interrupted (``line``, an attempt record), kept until ``due`` unless renewed, and
-#     removed by the request's final record: {1};
+#   '{"intent": true, intents, deadlines, request_id, due}\x1d<record>': what to record if the
+#     request is interrupted (an attempt record as above), kept until ``due`` unless renewed,
+#     and removed by the request's final record: {1};
 #   {"renew": true, deadlines, due, ids}: the leases of requests still in flight: {1}.
 # Intents and records share this one call so that a request's intent is always applied
 # before its final record, whatever else the batch holds.
@@ -159,8 +159,9 @@ local out = {}
 for i = 1, #ARGV do
   local line = ARGV[i]
   if string.sub(line, 1, 10) == '{"intent":' then
-    local a = cjson.decode(line)
-    redis.call('HSET', a.intents, a.request_id, a.line)
+    local sep = string.find(line, '\29', 1, true)  -- the header, then the record to write if interrupted
+    local a = cjson.decode(string.sub(line, 1, sep - 1))
+    redis.call('HSET', a.intents, a.request_id, string.sub(line, sep + 1))
     redis.call('ZADD', a.deadlines, a.due, a.request_id)
     out[i] = {1}
   elseif string.sub(line, 1, 9) == '{"renew":' then
@@ -191,7 +192,7 @@ for _, id in ipairs(ids) do
     local res = try_record(line)
     local sep = string.find(line, '\30', 1, true)
     local k = cjson.decode(string.sub(line, 1, sep - 1))
-    redis.call('SET', k.settled, '1', 'EX', k.dedup_ttl)
+    redis.call('SET', k.settledp .. id, '1', 'EX', k.dedup_ttl)
     table.insert(out, res)
   end
 end

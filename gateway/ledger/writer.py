@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.ledger.journal import Journal, recover_journals
 from gateway.ledger.spool import Spool
-from gateway.store.client import Store
+from gateway.store.client import Store, cancel_requested
 
 log = logging.getLogger("taskgate.ledger")
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -91,7 +91,8 @@ class Writer:
         await self.flush(timeout=timeout)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
         if self._queue:  # Redis never answered: keep the rest on disk
             self.spool.append([_line(op) for _, op in self._queue])
             self._queue.clear()
@@ -106,6 +107,8 @@ class Writer:
                 await self._write([op for _, op in items])
                 self.journal.ack(items[-1][0], idle=not self._queue)
             self._idle.set()
+            if cancel_requested():
+                return
 
     async def _write(self, batch: list[Op]) -> None:
         if not self.healthy:  # do not wait on a dead connection for every batch
@@ -190,6 +193,8 @@ class Writer:
             except RedisError:
                 continue
             await self._replay()
+            if cancel_requested():
+                return
 
     async def _replay(self) -> None:
         for path in self.spool.claim():

@@ -29,3 +29,12 @@ def connect(url: str) -> Store:
                                          decode_responses=False)
     return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=0,
                                    decode_responses=False)
+
+
+def cancel_requested() -> bool:
+    """True when the running task was asked to stop. A background loop checks this after each store
+    call: a client library that swallows a cancellation mid-call must not keep the loop alive."""
+    import asyncio
+
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -16,7 +16,7 @@ import time
 import orjson
 
 from gateway.ledger.writer import UNREACHABLE
-from gateway.store.client import Store
+from gateway.store.client import Store, cancel_requested
 from policies.health import BreakerState, begin_attempt, record_failure, record_success
 from policies.schema import BreakerSettings
 from policies.strategies import LatencySample, LatencyStats, update_ewma
@@ -47,7 +47,7 @@ class HealthBook:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=2)  # bounded, whatever the store client does
 
     # --- updates from the request path (in memory; published by the sync loop) --
 
@@ -87,6 +87,8 @@ class HealthBook:
                 pass  # keep local state; the ledger writer reports the outage
             except Exception:
                 log.exception("syncing deployment health failed")
+            if cancel_requested():
+                return
 
     async def _sync(self) -> None:
         dirty, self._dirty = self._dirty, {}
