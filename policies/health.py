@@ -86,6 +86,15 @@ def availability(state: BreakerState, now: float, cfg: BreakerSettings) -> Avail
     return Availability(False, OPEN, f"circuit open after {state.reason or 'failures'}; retry in {wait:.1f}s", wait)
 
 
+def clamp(state: BreakerState, now: float, cfg: BreakerSettings) -> BreakerState:
+    """An open breaker never stays open beyond the longest wait the settings allow from ``now``
+    (a state shared by an older replica, or written before the cap, may say "until the year 33,700")."""
+    longest = max(cfg.max_retry_after_s, cfg.cooldown_s)
+    if state.phase == OPEN and state.open_until > now + longest:
+        return replace(state, open_until=now + longest)
+    return state
+
+
 def begin_attempt(state: BreakerState, now: float) -> BreakerState:
     """Call when an attempt starts: a half-open breaker counts it as a probe."""
     state = current(state, now)
@@ -106,7 +115,8 @@ def record_failure(state: BreakerState, now: float, cfg: BreakerSettings, reason
     state = current(state, now)
     label = FailureReason(reason).value
     if label == FailureReason.RATE_LIMITED.value:
-        cooldown = retry_after if retry_after is not None and retry_after > 0 else cfg.cooldown_s
+        cooldown = (min(retry_after, cfg.max_retry_after_s) if retry_after is not None and retry_after > 0
+                    else cfg.cooldown_s)
         return BreakerState(OPEN, state.failures + 1, now + cooldown, 0, label)
     failures = state.failures + 1
     if state.phase == HALF_OPEN or failures >= cfg.failures:

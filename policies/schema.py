@@ -73,6 +73,13 @@ class BreakerSettings(Strict):
     failures: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=30.0, gt=0)
     half_open_probes: int = Field(default=1, ge=1)
+    # An upstream's Retry-After opens the breaker for at most this long (a 429 saying
+    # "retry in 1e12 s" must not take a deployment out for good).
+    max_retry_after_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Envoy's panic threshold: when at least this share of a model's deployments (that
+    # compliance and capabilities allow) are ejected for failures, route to them anyway
+    # (half-open probes). 0 turns it off; 1.0 means only when every one is ejected.
+    panic_threshold: float = Field(default=1.0, ge=0, le=1)
 
 
 class RetrySettings(Strict):

@@ -30,6 +30,7 @@ from providers.base import (
     UpstreamFailure,
     UpstreamRequest,
     Usage,
+    usage_problem,
 )
 from providers.canonical import ChatRequest, StreamError, StreamEvent
 
@@ -83,6 +84,8 @@ class StreamChat:
             return self._failed(exc.failure)
         if not decoder.done:
             return self._failed(UpstreamFailure(FailureReason.SERVER_ERROR, 200, "the upstream ended the stream early"))
+        if decoder.usage is not None and (problem := usage_problem(decoder.usage)) is not None:
+            return self._failed(UpstreamFailure(FailureReason.PROTOCOL, 200, f"unusable upstream usage: {problem}"))
         await self._start(dep)  # a stream with no events still gets its response
         usage, source = self.interrupted()
         return Attempted(None, usage, source, self.ttft)
@@ -119,7 +122,7 @@ class StreamChat:
         decoder = self.decoder
         if decoder is None:
             return None, "none"
-        if decoder.usage is not None:
+        if decoder.usage is not None and usage_problem(decoder.usage) is None:
             return decoder.usage, "provider"
         text = decoder.text
         if text or self.started_response:
