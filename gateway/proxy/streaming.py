@@ -116,6 +116,10 @@ class StreamChat:
         await self.send({"type": "http.response.body", "body": self.encoder.finish(usage), "more_body": False})
 
     async def abort(self, dep: Deployment, err: GatewayError) -> None:
+        await self.abort_in_band(err)
+
+    async def abort_in_band(self, err: GatewayError) -> None:
+        """Ends a started stream with an error event (a failed attempt, or the drain deadline)."""
         await self.send({"type": "http.response.body", "body": self.encoder.error(err), "more_body": False})
 
     def interrupted(self) -> tuple[Usage | None, str]:
@@ -141,9 +145,10 @@ async def until_disconnect(receive: Receive, work_coro: Coroutine[Any, Any, None
     watcher = asyncio.ensure_future(watch())
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # the server stops: let the work account its attempt first
         work.cancel()
         watcher.cancel()
+        await asyncio.wait((work,), timeout=1.0)
         raise
     if work.done():
         watcher.cancel()
