@@ -18,7 +18,7 @@ import orjson
 
 from gateway.ledger.writer import UNREACHABLE
 from gateway.store.client import Store
-from policies.health import BreakerState, begin_attempt, clamp, record_failure, record_success
+from policies.health import BreakerState, begin_attempt, clamp, panic_probe, record_failure, record_success
 from policies.schema import BreakerSettings
 from policies.strategies import LatencySample, LatencyStats, update_ewma
 from providers.base import Deployment, UpstreamFailure
@@ -70,6 +70,12 @@ class HealthBook:
         if state is not None and state != _CLOSED:
             self._set(dep.id, record_success(state, time.time()))
         self.latency[dep.id] = update_ewma(self.latency.get(dep.id), LatencySample(latency_s, ttft_s), alpha)
+
+    def probe(self, dep_id: str) -> None:
+        """Panic (policies.health.when_none_usable): let probes through an open breaker now."""
+        state = self.breakers.get(dep_id)
+        if state is not None:
+            self._set(dep_id, panic_probe(state, time.time()))
 
     def failed(self, dep: Deployment, failure: UpstreamFailure, settings: BreakerSettings) -> None:
         before = self.breakers.get(dep.id, BreakerState())
