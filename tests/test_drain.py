@@ -102,7 +102,7 @@ def test_sigterm_lets_streams_longer_than_the_old_timeout_finish(clean_fakes: Fa
     cfg = base_config(redis_server.url, [model_entry("chat", fakes.params("openai"), id="oa")],
                       server={"drain_timeout_s": 40})
     gw = gateway_factory(cfg)
-    n = 8
+    n = 40  # the tester's figure: 40 streams, each longer than the old timeout
     streams = Streams(gw.url, n, "drain-long")
     _wait_streaming(fakes, n)
     rc, took = _sigterm_and_wait(gw, 40 + STOP_BOUND_S)
@@ -124,21 +124,22 @@ def test_sigterm_lets_streams_longer_than_the_old_timeout_finish(clean_fakes: Fa
     assert (t["input_tokens"], t["output_tokens"]) == (billed["input_tokens"], billed["output_tokens"])
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_streams_cut_at_the_drain_deadline_are_recorded(clean_fakes: Fakes, redis_server: RedisServer,
-                                                        gateway_factory: Any) -> None:
+                                                        gateway_factory: Any, workers: int) -> None:
     fakes = clean_fakes
     fakes.openai.chunk_delay = 1.2
     drain = 3
     cfg = base_config(redis_server.url, [model_entry("chat", fakes.params("openai"), id="oa")],
                       server={"drain_timeout_s": drain})
-    gw = gateway_factory(cfg)
+    gw = gateway_factory(cfg, workers=workers)
     n = 6
     streams = Streams(gw.url, n, "drain-cut")
     _wait_streaming(fakes, n)
     rc, took = _sigterm_and_wait(gw, drain + STOP_BOUND_S)
     streams.join(10)
     cut = [r for r in streams.results if r["error"] is not None]
-    print(f"\nSIGTERM, drain {drain}s, {n} streams of ~13s: exit {rc} after {took:.1f}s; {len(cut)} cut; "
+    print(f"\n{workers} worker(s): SIGTERM, drain {drain}s, {n} streams of ~13s: exit {rc} after {took:.1f}s; {len(cut)} cut; "
           f"first error: {cut[0]['error'] if cut else None}")
     assert rc in (0, -signal.SIGTERM), gw.process.log_tail()
     assert took < drain + 5, "the stop is bounded by the drain timeout"
@@ -159,6 +160,37 @@ def test_streams_cut_at_the_drain_deadline_are_recorded(clean_fakes: Fakes, redi
     # the estimate (tokenizer, plus per-message overhead) is no lower than what the fake billed
     assert t["input_tokens"] >= billed["input_tokens"] and t["output_tokens"] >= billed["output_tokens"]
     assert t["waste_by_reason"]["cancelled"] > 0
+
+
+def test_a_unary_request_cut_at_the_drain_deadline_gets_503_and_is_recorded(
+        clean_fakes: Fakes, redis_server: RedisServer, gateway_factory: Any) -> None:
+    fakes = clean_fakes
+    fakes.openai.delay = 8.0  # a slow provider: no answer before the drain runs out
+    drain = 2
+    cfg = base_config(redis_server.url, [model_entry("chat", fakes.params("openai"), id="oa")],
+                      server={"drain_timeout_s": drain})
+    gw = gateway_factory(cfg)
+    seen: dict[str, Any] = {}
+
+    def one() -> None:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=30)
+        try:
+            client.chat.completions.create(model="chat", messages=PROMPT, extra_headers={"X-Task-Id": "drain-unary"})
+        except openai.APIStatusError as exc:
+            seen["status"], seen["body"] = exc.status_code, exc.body
+
+    thread = threading.Thread(target=one, daemon=True)
+    thread.start()
+    _wait_streaming(fakes, 1)
+    rc, took = _sigterm_and_wait(gw, drain + STOP_BOUND_S)
+    thread.join(10)
+    print(f"\nunary cut at the {drain}s drain deadline: exit {rc} after {took:.1f}s; client got {seen}")
+    assert rc in (0, -signal.SIGTERM) and took < drain + 5
+    assert seen.get("status") == 503 and seen["body"]["code"] == "shutting_down"
+    _no_traceback(gw.log())
+    gw2 = gateway_factory(cfg)
+    t = _task(gw2.url, "drain-unary")
+    assert (t["attempts"], t["estimated_attempts"]) == (1, 1) and t["input_tokens"] > 0, t
 
 
 @pytest.mark.parametrize("outage", ["killed", "frozen"])
