@@ -217,9 +217,10 @@ def test_sigterm_while_the_store_is_unreachable_exits_in_bound_and_spools(clean_
             store.process.proc.send_signal(signal.SIGSTOP)  # accepts connections, never answers
         rc, took = _sigterm_and_wait(gw, drain + STOP_BOUND_S + 5)
         streams.join(10)
-        lines = [json.loads(line) for f in sorted(spool.glob("*.jsonl")) for line in f.read_text().splitlines()
-                 if line.strip()]
-        records = [json.loads(op["arg"]) for op in lines if op["script"] == "record"]
+        lines = [json.loads(line) for f in sorted(spool.glob("spool-*.jsonl"))
+                 for line in f.read_text().splitlines() if line.strip()]
+        # a record's argument is its keys, then (after a record separator) the record itself
+        records = [json.loads(op["arg"].split("\x1e")[-1]) for op in lines if op["script"] == "record"]
         print(f"\nstore {outage}, SIGTERM with {n} streams: exit {rc} after {took:.1f}s "
               f"(bound {drain}+{STOP_BOUND_S:.0f}s); spool holds {len(records)} record(s)")
         assert rc in (0, -signal.SIGTERM), gw.process.log_tail()
