@@ -28,6 +28,7 @@ from gateway.store.client import Store, connect
 from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis
 from gateway.upstream.health import HealthBook
 from gateway.upstream.transport import AiohttpTransport, Transport
+from policies.decide import DEFAULT_ROUTING
 
 log = logging.getLogger("taskgate")
 
@@ -67,7 +68,7 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
         transport = aiohttp_transport
     store = connect(url)
     ledger = Ledger(store, snapshots, metrics)
-    health = HealthBook(store)
+    health = HealthBook(store, settings=lambda: (snapshots.config.policies.routing or DEFAULT_ROUTING).breaker)
     await ledger.start()
     try:
         await health.start()

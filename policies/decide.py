@@ -7,13 +7,16 @@ The steps, in order; the first that leaves nothing ends the decision with a deni
     2. personal data   the final class's pii rules        403 pii_blocked
     3. compliance      deny, jurisdiction, allow, attrs   403 no_compliant_deployment
     4. capabilities    tools, vision, context, streaming  400 no_capable_deployment
-    5. health          circuit breakers                   503 no_compliant_deployment
+    5. health          circuit breakers                   429 rate_limit_exceeded (all rate-limited),
+                                                          panic probes, else 503 no_compliant_deployment
+                                                          (no_available_deployment without compliance)
     6. strategy        order (budget may drop)            429 budget_exceeded
 
 The invariant: ``Decision.ordered`` only holds deployments that the final data
 class and the jurisdiction rules allow for the tenant. Health and strategy only
 ever remove or reorder what compliance let through; when nothing compliant is
-healthy the answer is a 503, never a non-compliant deployment. The gateway
+healthy the answer is a 429 or a 503, or panic probes of compliant deployments,
+never a non-compliant deployment. The gateway
 calls :func:`still_allowed` before every attempt, retries and fallbacks included.
 """
 
@@ -37,7 +40,7 @@ from policies.compliance import (
     filter_deployments,
     tenant_facts,
 )
-from policies.health import BreakerState, filter_healthy
+from policies.health import BreakerState, filter_healthy, when_none_usable
 from policies.schema import (
     ComplianceSection,
     ModelRouting,
@@ -95,6 +98,7 @@ class Decision:
     pii_found: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # kind -> count
     redacted: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     compliance: ComplianceSection | None = field(default=None, repr=False, compare=False)
+    probes: tuple[str, ...] = ()  # panic: ids whose open breakers the gateway lets a probe through
 
     @property
     def chosen(self) -> Deployment | None:
@@ -111,6 +115,7 @@ class Decision:
             "denial": None if self.denial is None else {
                 "status": self.denial.status, "code": self.denial.code, "message": self.denial.message,
                 "rule": self.denial.rule, "retry_after": self.denial.retry_after, "param": self.denial.param},
+            "panic_probes": list(self.probes),
             "pii_found": dict(self.pii_found), "redacted": dict(self.redacted),
             "audit_events": [{"kind": e.kind, "rule": e.rule, "reason": e.reason, "detail": dict(e.detail)}
                              for e in self.audit_events],
@@ -164,14 +169,23 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
             f"no deployment of model '{facts.model}' that may receive this request can serve it: "
             f"{_reasons(capable.excluded)}"), "capability"), data_class, body)
 
-    healthy = filter_healthy(capable.allowed, health, now, (routing or DEFAULT_ROUTING).breaker)
+    breaker = (routing or DEFAULT_ROUTING).breaker
+    healthy = filter_healthy(capable.allowed, health, now, breaker)
     ctx.excluded += healthy.excluded
-    if not healthy.allowed:
-        return ctx.deny(Denial(503, "no_compliant_deployment", (
-            f"every deployment of model '{facts.model}' allowed for data class '{data_class}' is unavailable: "
-            f"{_reasons(healthy.excluded)}"), "routing.breaker", healthy.retry_after), data_class, body)
+    usable = healthy.allowed
+    if not usable:
+        none = when_none_usable(capable.allowed, health, now, breaker)
+        if not none.probes:
+            return ctx.deny(_unavailable(facts.model, data_class, compliance, healthy.excluded, none.all_rate_limited,
+                                         none.retry_after), data_class, body)
+        usable = none.probes  # panic: a subset of what compliance and capabilities allowed
+        ctx.probes = tuple(d.id for d in usable)
+        ctx.events += (AuditEvent("panic", "routing.breaker.panic_threshold", (
+            f"every deployment of model '{facts.model}' is ejected for failures; probing "
+            f"{', '.join(ctx.probes)} instead of refusing for the cooldown")),)
+        ctx.excluded = tuple(c for c in ctx.excluded if c.deployment_id not in ctx.probes)
 
-    ordering = order(model_routing, healthy.allowed, StrategyInputs(
+    ordering = order(model_routing, usable, StrategyInputs(
         model=facts.model, rand=rand, latency=latency, prices=prices, prompt_tokens=facts.prompt_tokens,
         output_tokens=_output_tokens(body, routing), stream=bool(body.get("stream")),
         budget_remaining_picousd=facts.budget_remaining_picousd))
@@ -191,6 +205,21 @@ def still_allowed(decision: Decision, deployment: Deployment) -> bool:
     allows for the decision's final data class and tenant."""
     return (decision.denial is None and any(d is deployment or d == deployment for d in decision.ordered)
             and check_deployment(deployment, decision.data_class, decision.tenant, decision.compliance) is None)
+
+
+def _unavailable(model: str, data_class: str | None, compliance: ComplianceSection | None,
+                 excluded_: Sequence[Consideration], all_rate_limited: bool, retry_after: float | None) -> Denial:
+    """Nothing usable: 429 when every deployment waits on its provider's rate limit, else 503;
+    the message names each deployment and its cause, and data classes only where compliance applies."""
+    which = (f"every deployment of model '{model}' allowed for data class '{data_class}'" if compliance is not None
+             else f"every deployment of model '{model}'")
+    soonest = f"; the soonest is usable again in {retry_after:.0f}s" if retry_after is not None else ""
+    if all_rate_limited:
+        return Denial(429, "rate_limit_exceeded", f"{which} is rate-limited by its provider: "
+                      f"{_reasons(excluded_)}{soonest}", "routing.breaker", retry_after)
+    code = "no_compliant_deployment" if compliance is not None else "no_available_deployment"
+    return Denial(503, code, f"{which} is unavailable: {_reasons(excluded_)}{soonest}", "routing.breaker",
+                  retry_after)
 
 
 def _output_tokens(body: Mapping[str, Any], routing: RoutingSection | None) -> int:
@@ -214,6 +243,7 @@ class _Context:
         self.excluded: tuple[Consideration, ...] = ()
         self.events: tuple[AuditEvent, ...] = ()
         self.pii: tuple[Mapping[str, int], Mapping[str, int]] = (_EMPTY, _EMPTY)
+        self.probes: tuple[str, ...] = ()
 
     def deny(self, denial: Denial, data_class: str | None, body: Mapping[str, Any]) -> Decision:
         events = self.events
@@ -238,4 +268,4 @@ class _Context:
         considered = tuple(sorted(considered, key=lambda c: index.get(c.deployment_id, len(index))))
         return Decision(self.facts.model, self.tenant, data_class, self.strategy, body, ordered, considered,
                         denial, events, MappingProxyType(dict(self.pii[0])), MappingProxyType(dict(self.pii[1])),
-                        self.compliance)
+                        self.compliance, self.probes if denial is None else ())

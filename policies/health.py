@@ -80,10 +80,31 @@ def availability(state: BreakerState, now: float, cfg: BreakerSettings) -> Avail
     if state.phase == HALF_OPEN:
         if state.probes < cfg.half_open_probes:
             return Availability(True, HALF_OPEN, f"half-open: probe {state.probes + 1} of {cfg.half_open_probes}")
-        return Availability(False, HALF_OPEN, f"half-open: all {cfg.half_open_probes} probes in flight",
-                            cfg.cooldown_s)
+        return Availability(False, HALF_OPEN, f"recovering: {_cause(state)}, and its {cfg.half_open_probes} "
+                            f"probe(s) are in flight", cfg.cooldown_s)
     wait = max(0.0, state.open_until - now)
-    return Availability(False, OPEN, f"circuit open after {state.reason or 'failures'}; retry in {wait:.1f}s", wait)
+    return Availability(False, OPEN, f"circuit open: {_cause(state)}; retry in {wait:.1f}s", wait)
+
+
+def _cause(state: BreakerState) -> str:
+    """Why a breaker opened, in plain words."""
+    if state.reason == FailureReason.RATE_LIMITED.value:
+        return "rate-limited by its provider"
+    what = state.reason.replace("_", " ") if state.reason else "failure"
+    return f"failing ({state.failures} {what} failure(s) in a row)" if state.failures > 1 else f"failing ({what})"
+
+
+def rate_limited(state: BreakerState) -> bool:
+    return state.phase != CLOSED and state.reason == FailureReason.RATE_LIMITED.value
+
+
+def clamp(state: BreakerState, now: float, cfg: BreakerSettings) -> BreakerState:
+    """An open breaker never stays open beyond the longest wait the settings allow from ``now``
+    (a state shared by an older replica, or written before the cap, may say "until the year 33,700")."""
+    longest = max(cfg.max_retry_after_s, cfg.cooldown_s)
+    if state.phase == OPEN and state.open_until > now + longest:
+        return replace(state, open_until=now + longest)
+    return state
 
 
 def begin_attempt(state: BreakerState, now: float) -> BreakerState:
@@ -106,7 +127,8 @@ def record_failure(state: BreakerState, now: float, cfg: BreakerSettings, reason
     state = current(state, now)
     label = FailureReason(reason).value
     if label == FailureReason.RATE_LIMITED.value:
-        cooldown = retry_after if retry_after is not None and retry_after > 0 else cfg.cooldown_s
+        cooldown = (min(retry_after, cfg.max_retry_after_s) if retry_after is not None and retry_after > 0
+                    else cfg.cooldown_s)
         return BreakerState(OPEN, state.failures + 1, now + cooldown, 0, label)
     failures = state.failures + 1
     if state.phase == HALF_OPEN or failures >= cfg.failures:
@@ -172,3 +194,49 @@ def filter_healthy(deployments: Iterable[Deployment], states: Mapping[str, Break
             if avail.retry_after is not None:
                 waits.append(avail.retry_after)
     return Healthy(tuple(allowed), tuple(out), min(waits) if waits else None)
+
+
+# --- when nothing is usable: rate limits, and panic --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """What to do when none of a model's deployments is usable (see :func:`when_none_usable`)."""
+
+    all_rate_limited: bool  # every one waits on its provider's Retry-After: answer 429
+    probes: tuple[Deployment, ...]  # panic: deployments ejected for failures, to try anyway as probes
+    retry_after: float | None  # the soonest one may be usable again
+
+
+def when_none_usable(deployments: Iterable[Deployment], states: Mapping[str, BreakerState], now: float,
+                     cfg: BreakerSettings) -> Unusable:
+    """Called when every one of ``deployments`` is excluded by its breaker.
+
+    * All of them rate-limited by their providers: a 429 with the shortest wait (their
+      Retry-After is the providers' word; it is never probed early).
+    * Envoy's panic threshold: when at least ``cfg.panic_threshold`` of them (by count) are
+      ejected for failures, the ones whose breaker is open for failures are let through as
+      probes (half-open) rather than refusing every request for the whole cooldown.
+      ``panic_threshold: 0`` turns this off. Only ``deployments`` are ever probed: the caller
+      passes what compliance and capabilities allowed.
+    """
+    deps = list(deployments)
+    cur = [(d, current(states.get(d.id, BreakerState()), now)) for d in deps]
+    waits = [w for _, st in cur if (w := availability(st, now, cfg).retry_after) is not None]
+    soonest = min(waits) if waits else None
+    limited = [d for d, st in cur if rate_limited(st)]
+    if deps and len(limited) == len(deps):
+        return Unusable(True, (), soonest)
+    failing = [d for d, st in cur if st.phase != CLOSED and not rate_limited(st)]
+    open_for_failures = tuple(d for d, st in cur if st.phase == OPEN and not rate_limited(st))
+    panic = (cfg.panic_threshold > 0 and bool(deps) and bool(open_for_failures)
+             and len(failing) / len(deps) >= cfg.panic_threshold)
+    return Unusable(False, open_for_failures if panic else (), soonest)
+
+
+def panic_probe(state: BreakerState, now: float) -> BreakerState:
+    """An open breaker let through early under panic: half-open, with its probes to start."""
+    state = current(state, now)
+    if state.phase != OPEN:
+        return state
+    return BreakerState(HALF_OPEN, state.failures, now, 0, state.reason)

@@ -73,6 +73,14 @@ class BreakerSettings(Strict):
     failures: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=30.0, gt=0)
     half_open_probes: int = Field(default=1, ge=1)
+    # An upstream's Retry-After opens the breaker for at most this long (a 429 saying
+    # "retry in 1e12 s" must not take a deployment out for good).
+    max_retry_after_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Envoy's panic threshold: when no deployment of a model (of those compliance and
+    # capabilities allow) is usable, and at least this share of them are ejected for failures
+    # (not rate limits), the ejected ones get probe traffic instead of a 503 for the whole
+    # cooldown. 1.0: only when every one is ejected for failures; 0: never.
+    panic_threshold: float = Field(default=1.0, ge=0, le=1)
 
 
 class RetrySettings(Strict):

@@ -5,6 +5,7 @@ upstream requests and failures. The adapter interface itself is in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -161,8 +162,14 @@ def reason_for_status(status: int) -> FailureReason:
     return FailureReason.SERVER_ERROR
 
 
+# The most a Retry-After header can say (a day); the breaker caps it further
+# (routing.breaker.max_retry_after_s, default 300 s).
+MAX_RETRY_AFTER_S = 86_400.0
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (delta-seconds only)."""
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (delta-seconds only), at most
+    :data:`MAX_RETRY_AFTER_S`; a negative, infinite or unreadable value is ignored."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
         if value is None:
@@ -171,6 +178,49 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             seconds = float(value) * scale
         except ValueError:
             continue
-        if seconds >= 0:
-            return seconds
+        if math.isfinite(seconds) and seconds >= 0:
+            return min(seconds, MAX_RETRY_AFTER_S)
+    return None
+
+
+# --- usage sanity ---------------------------------------------------------------------
+
+# The most tokens one attempt may report in any usage field. The largest context
+# windows are ~10 M tokens; 100 M leaves room and keeps every figure exact in a
+# double (Lua) and its cost within int64 pico-dollars at any real price.
+MAX_USAGE_TOKENS = 100_000_000
+NOT_A_COUNT = -(2**62)  # what token_count makes of a value that is not a whole number
+
+
+def token_count(value: object) -> int:
+    """A token count as the upstream sent it: absent is 0, a whole number is itself, and
+    anything else (1.5, "abc", true, NaN) is :data:`NOT_A_COUNT`, which :func:`usage_problem`
+    reports. Parsers use this instead of ``int()``, which would truncate or raise."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return NOT_A_COUNT
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return NOT_A_COUNT
+
+
+def usage_problem(usage: Usage) -> str | None:
+    """Why ``usage`` cannot be billed (negative, not a whole number, beyond
+    :data:`MAX_USAGE_TOKENS`), or None when it can. (A part larger than its whole, such
+    as more cached tokens than input tokens, is priced as no more than the whole.)"""
+    fields = (("input_tokens", usage.input_tokens), ("output_tokens", usage.output_tokens),
+              ("cached_input_tokens", usage.cached_input_tokens), ("cache_write_tokens", usage.cache_write_tokens),
+              ("reasoning_tokens", usage.reasoning_tokens))
+    for name, value in fields:
+        if type(value) is not int or value <= NOT_A_COUNT // 2:
+            return f"the upstream reported {name} that is not a whole number"
+        if value < 0:
+            return f"the upstream reported negative {name} ({value})"
+        if value > MAX_USAGE_TOKENS:
+            return f"the upstream reported {name} beyond the bound of {MAX_USAGE_TOKENS:,} ({value:,})"
     return None

@@ -29,6 +29,7 @@ from providers.base import (
     UpstreamFailure,
     UpstreamRequest,
     Usage,
+    token_count,
     parse_retry_after,
     reason_for_status,
 )
@@ -226,7 +227,7 @@ class BedrockAdapter:
     def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult:
         data = orjson.loads(raw)
         return EmbeddingsResult((list(data.get("embedding") or []),),
-                                Usage(input_tokens=int(data.get("inputTextTokenCount") or 0)))
+                                Usage(input_tokens=token_count(data.get("inputTextTokenCount"))))
 
     def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
         try:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, TypedDict
 
 import orjson
 
-from providers.base import FailureReason, Unsupported, Usage
+from providers.base import FailureReason, Unsupported, Usage, token_count
 from providers.canonical import FinishReason
 
 KIND = "bedrock"
@@ -269,11 +269,11 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
 def usage_from_bedrock(usage: Mapping[str, Any] | None) -> Usage:
     """Bedrock's inputTokens excludes cache reads and writes; OpenAI's includes them."""
     usage = usage or {}
-    read = int(usage.get("cacheReadInputTokens") or 0)
-    write = int(usage.get("cacheWriteInputTokens") or 0)
+    read = token_count(usage.get("cacheReadInputTokens"))
+    write = token_count(usage.get("cacheWriteInputTokens"))
     return Usage(
-        input_tokens=int(usage.get("inputTokens") or 0) + read + write,
-        output_tokens=int(usage.get("outputTokens") or 0),
+        input_tokens=token_count(usage.get("inputTokens")) + read + write,
+        output_tokens=token_count(usage.get("outputTokens")),
         cached_input_tokens=read,
         cache_write_tokens=write,
     )

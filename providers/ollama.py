@@ -20,6 +20,7 @@ from providers.base import (
     UpstreamFailure,
     UpstreamRequest,
     Usage,
+    token_count,
 )
 from providers.canonical import (
     ChatRequest,
@@ -103,7 +104,7 @@ class OllamaAdapter:
     def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult:
         data = orjson.loads(raw)
         return EmbeddingsResult(tuple(data.get("embeddings") or []),
-                                Usage(input_tokens=int(data.get("prompt_eval_count") or 0)))
+                                Usage(input_tokens=token_count(data.get("prompt_eval_count"))))
 
     def error(self, dep: Deployment, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamFailure:
         return openai_failure(status, headers, raw)  # Ollama's {"error": "..."} is read there too
@@ -204,4 +205,4 @@ def _tool_calls(calls: Any, start: int = 0) -> tuple[ToolCall, ...]:
 
 
 def _usage(data: dict[str, Any]) -> Usage:
-    return Usage(input_tokens=int(data.get("prompt_eval_count") or 0), output_tokens=int(data.get("eval_count") or 0))
+    return Usage(input_tokens=token_count(data.get("prompt_eval_count")), output_tokens=token_count(data.get("eval_count")))

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from providers.base import Usage
+from providers.base import Usage, token_count
 from providers.canonical import ChatResult, ToolCall, finish_reason
 
 
@@ -20,10 +20,10 @@ def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
     prompt = u.get("prompt_tokens_details") or {}
     completion = u.get("completion_tokens_details") or {}
     return Usage(
-        input_tokens=int(u.get("prompt_tokens") or 0),
-        output_tokens=int(u.get("completion_tokens") or 0),
-        cached_input_tokens=int(prompt.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
+        input_tokens=token_count(u.get("prompt_tokens")),
+        output_tokens=token_count(u.get("completion_tokens")),
+        cached_input_tokens=token_count(prompt.get("cached_tokens")),
+        reasoning_tokens=token_count(completion.get("reasoning_tokens")),
     )
 
 

@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "gateway.upstream": {"gateway.snapshot", "gateway.store", "gateway.ledger", "policies", "providers"},
     "gateway.fronts": {"gateway.errors", "providers"},
     "gateway.services": {"gateway.accounting", "gateway.ledger", "gateway.upstream", "gateway.snapshot",
-                         "gateway.store"},
+                         "gateway.store", "policies"},
     "gateway.proxy": {"gateway.accounting", "gateway.config", "gateway.errors", "gateway.fronts", "gateway.ledger",
                       "gateway.services", "gateway.snapshot", "gateway.upstream", "policies", "providers"},
     "gateway.edge": {"gateway.accounting", "gateway.config", "gateway.errors", "gateway.fronts", "gateway.ledger",

@@ -62,6 +62,11 @@ jurisdiction_rules:
     MappingProxyType({"acme": TenantPolicy(region="eu", default_class="confidential"),
                       "lab": TenantPolicy(region="us", may_lower_class=True)}),
 )
+# The same, with panic routing off: nothing usable is refused for the cooldown
+NO_PANIC = Policies(
+    RoutingSection.model_validate({"models": {"chat": {"strategy": "cost"}},
+                                   "breaker": {"cooldown_s": 30, "panic_threshold": 0}}),
+    POLICIES.compliance, POLICIES.tenants)
 PRICES = {"azure-eu": P(Decimal("0.00001"), Decimal("0.00003")), "openai-us": P(Decimal("0.000001"), Decimal("0.000002")),
           "bedrock-eu": P(Decimal("0.000003"), Decimal("0.000015")), "llama": P(Decimal(0), Decimal(0))}
 OPEN = BreakerState("open", 5, NOW + 12, 0, "timeout")
@@ -88,7 +93,9 @@ def run(tenant: str = "acme", text: str = "hello", header: str | None = None, he
     ({"header": "public"}, "confidential", [], 403, "data_class_lowering_denied"),
     ({"header": "top-secret"}, "confidential", [], 400, "unknown_data_class"),
     ({"tenant": "lab", "text": f"card {CARD}"}, "internal", [], 403, "pii_blocked"),
-    ({"health": {"azure-eu": OPEN}}, "confidential", [], 503, "no_compliant_deployment"),  # never bedrock/us
+    ({"health": {"azure-eu": OPEN}, "policies": NO_PANIC}, "confidential", [], 503,
+     "no_compliant_deployment"),  # never bedrock/us
+    ({"health": {"azure-eu": OPEN}}, "confidential", ["azure-eu"], None, None),  # panic: probe it, never bedrock/us
     ({"health": {"openai-us": OPEN}, "tenant": "lab"}, "internal", ["bedrock-eu", "azure-eu"], None, None),
     ({"facts": {"azure-eu": ModelFacts(supports_function_calling=False)}, "tools": [{"type": "function"}]},
      "confidential", [], 400, "no_capable_deployment"),
@@ -112,7 +119,7 @@ def test_no_compliant_deployment_at_all_is_403() -> None:
 
 
 def test_all_compliant_unhealthy_is_503_with_retry_after_and_never_a_fallback() -> None:
-    decision = run(health={"azure-eu": OPEN})
+    decision = run(health={"azure-eu": OPEN}, policies=NO_PANIC)
     assert decision.denial.retry_after == pytest.approx(12)
     assert decision.denial.rule == "routing.breaker"
     verdicts = {c.deployment_id: (c.verdict, c.rule) for c in decision.considered}

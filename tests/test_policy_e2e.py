@@ -78,7 +78,9 @@ def cloud_calls(fakes: Fakes) -> int:
 def test_restricted_data_never_leaks_to_the_cloud_when_local_is_down(clean_fakes: Fakes, redis_server: Any,
                                                                       gateway_factory: Any) -> None:
     fakes = clean_fakes
-    gw = gateway_factory(cfg(fakes, redis_server.url))
+    # panic routing off: this is the refusal path (with it on, the probes go to local only: tests/test_cooldown.py)
+    breaker = {"failures": 2, "cooldown_s": 30, "panic_threshold": 0}
+    gw = gateway_factory(cfg(fakes, redis_server.url, routing={"breaker": breaker}))
     c = client(gw)
     reply = c.chat.completions.create(model="assistant", messages=PROMPT, extra_headers={"X-Data-Class": "restricted"})
     assert answered_by(reply) == "ollama"

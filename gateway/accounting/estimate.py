@@ -53,4 +53,16 @@ def worst_case_usage(body: Mapping[str, Any], default_max_output: int) -> Usage:
     prompt_tokens = len(orjson.dumps(prompt)) // 3 + 16  # a token is rarely under 3 bytes of JSON
     max_out = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_output
     out = max_out if isinstance(max_out, int) and not isinstance(max_out, bool) and max_out > 0 else default_max_output
-    return Usage(input_tokens=prompt_tokens, output_tokens=out)
+    return Usage(input_tokens=prompt_tokens, output_tokens=out * choices(body))
+
+
+def choices(body: Mapping[str, Any]) -> int:
+    """How many answers one request asks for (``n``, or ``best_of`` where an upstream honours it):
+    each is billed its own output tokens, so the worst case multiplies. The front has already
+    refused an ``n`` that is not a whole number in [1, 128] (gateway/fronts/chat.py)."""
+    most = 1
+    for key in ("n", "best_of"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > most:
+            most = value
+    return most

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -78,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.run(
             "gateway.edge.asgi:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
             http="httptools", loop="uvloop", lifespan="on", access_log=False, log_config=log_config(level),
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=max(1, math.ceil(cfg.server.drain_timeout_s)),
         )
     finally:
         if embedded is not None:

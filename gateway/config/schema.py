@@ -82,6 +82,10 @@ class StoreSection(Strict):
 
 class ServerSection(Strict):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # On SIGTERM: /readyz turns 503 and new connections are refused at once; requests and streams
+    # in flight run for up to this long, then are cut (and recorded). Kubernetes'
+    # terminationGracePeriodSeconds must exceed it (docs/SCALING.md).
+    drain_timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 Money = Decimal

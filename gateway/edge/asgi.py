@@ -16,7 +16,9 @@ import asyncio
 import ctypes
 import gc
 import logging
+import signal
 import threading
+from types import FrameType
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from gateway.accounting.metrics import Metrics
@@ -25,7 +27,7 @@ from gateway.config.load import Config
 from gateway.config.reload import ConfigWatcher
 from gateway.edge.auth import authenticate
 from gateway.edge.http import headers_of, parse_json_object, read_body, send_json
-from gateway.errors import GatewayError, internal_error
+from gateway.errors import GatewayError, ServiceUnavailable, internal_error
 from gateway.fronts.base import ChatFront, EmbeddingsFront, Headers
 from gateway.fronts.chat import ChatCompletionsFront
 from gateway.fronts.embeddings import OpenAIEmbeddingsFront
@@ -47,6 +49,15 @@ CHAT = ChatCompletionsFront()
 EMBEDDINGS = OpenAIEmbeddingsFront()
 
 Handler = Callable[[Mapping[str, str], bytes, Send, Receive], Awaitable[None]]
+# The lifespan shutdown (ledger flush, then spool) never takes longer than this; the ledger
+# writer's own flush gives up after 15 s and spools what is left (gateway/ledger/writer.py).
+STOP_BOUND_S = 20.0
+
+
+def shutting_down() -> GatewayError:
+    """What a request cut at the drain deadline gets (an error response, or in-band on a stream)."""
+    return ServiceUnavailable("the gateway is shutting down and this request ran past its drain timeout "
+                              "(server.drain_timeout_s); retry it", code="shutting_down", retry_after=1)
 
 
 class ErrorShape(Protocol):
@@ -65,6 +76,7 @@ class TaskgateApp:
         self._router: Router | None = None
         self._api: Any = None  # the FastAPI app, built off the start-up path (see _build_api)
         self._api_lock = threading.Lock()
+        self.draining = False  # set by SIGTERM/SIGINT: /readyz answers 503 from then on
         self.hot: dict[tuple[str, str], tuple[Handler, ErrorShape]] = {
             ("POST", "/v1/chat/completions"): (self._chat, CHAT),
             ("POST", "/chat/completions"): (self._chat, CHAT),
@@ -98,10 +110,36 @@ class TaskgateApp:
         self.snapshots.replace(build_snapshot(config))
 
     async def stop(self) -> None:
+        """Flush the ledger (to Redis, or else the local spool) and close the clients, within a bound."""
+        self.draining = True
         self.watcher.stop()
         if self._services is not None:
-            await close_services(self._services)
-            self._services = None
+            services, self._services = self._services, None
+            try:
+                await asyncio.wait_for(close_services(services), STOP_BOUND_S)
+            except asyncio.TimeoutError:
+                log.error("shutdown did not finish within %.0fs; exiting anyway (spool: %s)", STOP_BOUND_S,
+                          self.snapshots.config.spool_dir)
+
+    def watch_signals(self) -> None:
+        """Mark the app as draining when the server is told to stop. The server (uvicorn) keeps
+        its own handlers, which close the listening sockets and wait up to the drain timeout;
+        this one chains in front of them."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def handler(signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
+                if not self.draining:
+                    log.info("draining: /readyz answers 503; requests in flight have up to %.0fs",
+                             self.snapshots.config.server.drain_timeout_s)
+                self.draining = True
+                previous(signum, frame)
+
+            signal.signal(sig, handler)
 
     def _build_api(self) -> Any:
         """FastAPI serves only the non-hot endpoints. Importing it costs ~0.2 s, so it is built
@@ -142,6 +180,8 @@ class TaskgateApp:
         """``/healthz``: the process is up. ``/readyz``: the store answers and the config is loaded."""
         if path == "/healthz":
             await send_json(send, 200, {"status": "ok"})
+        elif self.draining:
+            await send_json(send, 503, {"status": "draining"})
         elif self._services is not None and await self._services.ready():
             await send_json(send, 200, {"status": "ready"})
         else:
@@ -157,6 +197,7 @@ class TaskgateApp:
                     log.error("startup failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                self.watch_signals()
                 await send({"type": "lifespan.startup.complete"})
                 asyncio.get_running_loop().run_in_executor(None, self._warm_up)
             elif message["type"] == "lifespan.shutdown":
@@ -174,6 +215,12 @@ class TaskgateApp:
             await handler(headers, body, send, receive)
         except GatewayError as err:
             await _send_error_if_unstarted(send, shape, err)
+        except asyncio.CancelledError:
+            # The server cancels requests still running at the drain deadline (its only reason to
+            # cancel one); the attempt loop has recorded the attempt in flight. Answer, and end
+            # the request quietly: a cancelled ASGI call would be logged as a traceback.
+            log.warning("%s cut at the drain deadline (server.drain_timeout_s)", scope["path"])
+            await _send_error_if_unstarted(send, shape, shutting_down())
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
             await _send_error_if_unstarted(send, shape, internal_error())
@@ -194,8 +241,14 @@ class TaskgateApp:
         services = self.services
         call, decision = await self._begin(headers, body, CHAT)
         if isinstance(call.request, ChatRequest) and call.request.stream:
-            stream = AttemptLoop(call, decision, services, StreamChat(call, services.transport, send, CHAT))
-            await until_disconnect(receive, stream.run())
+            exchange = StreamChat(call, services.transport, send, CHAT)
+            try:
+                await until_disconnect(receive, AttemptLoop(call, decision, services, exchange).run())
+            except asyncio.CancelledError:
+                if not exchange.started_response:
+                    raise
+                log.warning("a stream was cut at the drain deadline (server.drain_timeout_s)")
+                await exchange.abort_in_band(shutting_down())  # the stream ends with an error event
         else:
             await AttemptLoop(call, decision, services, UnaryChat(call, services.transport, send, CHAT)).run()
 

@@ -44,12 +44,23 @@ def check_stream_fields(body: Mapping[str, Any]) -> None:
                          code="invalid_type")
 
 
+MAX_CHOICES = 128  # OpenAI's limit on ``n``
+
+
+def check_choices(body: Mapping[str, Any]) -> None:
+    """``n`` multiplies what one request costs (and its budget's worst case): a whole number in [1, 128]."""
+    n = body.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES):
+        raise BadRequest(f"'n' must be an integer from 1 to {MAX_CHOICES}", param="n", code="invalid_value")
+
+
 class ChatCompletionsFront:
     name = "chat"
     takes_chat_bytes = True
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         check_stream_fields(body)
+        check_choices(body)
         return ChatRequest.of(body)
 
     def encode_result(self, result: ChatResult | RawChatResult, model: str) -> bytes:

@@ -88,12 +88,16 @@ class Router:
             return Decision(model, tenant_facts(tenant, config.policies.tenants), None, "priority", body,
                             group, (), None, ())
         health = self.health
-        return decide(
+        decision = decide(
             RequestFacts(tenant, model, body, data_class, prompt_tokens(body), budget_remaining, params),
             group, config.policies, health.breakers, health.latency,
             {d.id: snapshot.prices.get(d.id) for d in group}, time.time(), random.random(),
             {d.id: snapshot.facts[d.id] for d in group},
         )
+        if decision.probes and not explain:  # panic: open those breakers to probes (a dry run changes nothing)
+            for dep_id in decision.probes:
+                health.probe(dep_id)
+        return decision
 
     def _trivial(self, snapshot: Snapshot, model: str, group: tuple[Deployment, ...], body: Mapping[str, Any],
                  params: frozenset[str]) -> bool:

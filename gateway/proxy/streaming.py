@@ -30,6 +30,7 @@ from providers.base import (
     UpstreamFailure,
     UpstreamRequest,
     Usage,
+    usage_problem,
 )
 from providers.canonical import ChatRequest, StreamError, StreamEvent
 
@@ -83,6 +84,8 @@ class StreamChat:
             return self._failed(exc.failure)
         if not decoder.done:
             return self._failed(UpstreamFailure(FailureReason.SERVER_ERROR, 200, "the upstream ended the stream early"))
+        if decoder.usage is not None and (problem := usage_problem(decoder.usage)) is not None:
+            return self._failed(UpstreamFailure(FailureReason.PROTOCOL, 200, f"unusable upstream usage: {problem}"))
         await self._start(dep)  # a stream with no events still gets its response
         usage, source = self.interrupted()
         return Attempted(None, usage, source, self.ttft)
@@ -113,13 +116,17 @@ class StreamChat:
         await self.send({"type": "http.response.body", "body": self.encoder.finish(usage), "more_body": False})
 
     async def abort(self, dep: Deployment, err: GatewayError) -> None:
+        await self.abort_in_band(err)
+
+    async def abort_in_band(self, err: GatewayError) -> None:
+        """Ends a started stream with an error event (a failed attempt, or the drain deadline)."""
         await self.send({"type": "http.response.body", "body": self.encoder.error(err), "more_body": False})
 
     def interrupted(self) -> tuple[Usage | None, str]:
         decoder = self.decoder
         if decoder is None:
             return None, "none"
-        if decoder.usage is not None:
+        if decoder.usage is not None and usage_problem(decoder.usage) is None:
             return decoder.usage, "provider"
         text = decoder.text
         if text or self.started_response:
@@ -138,9 +145,10 @@ async def until_disconnect(receive: Receive, work_coro: Coroutine[Any, Any, None
     watcher = asyncio.ensure_future(watch())
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # the server stops: let the work account its attempt first
         work.cancel()
         watcher.cancel()
+        await asyncio.wait((work,), timeout=1.0)
         raise
     if work.done():
         watcher.cancel()

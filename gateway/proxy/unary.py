@@ -22,6 +22,7 @@ from providers.base import (
     UpstreamFailure,
     UpstreamRequest,
     Usage,
+    usage_problem,
 )
 from providers.canonical import ChatRequest, EmbeddingsRequest
 
@@ -50,6 +51,10 @@ class _Unary:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             failure = UpstreamFailure(FailureReason.PROTOCOL, reply.status, f"unreadable upstream response ({exc})")
             return Attempted(failure)
+        problem = usage_problem(usage)
+        if problem is not None:  # never billed as reported; the prompt was seen, so estimate that
+            failure = UpstreamFailure(FailureReason.PROTOCOL, reply.status, f"unusable upstream usage: {problem}")
+            return Attempted(failure, *self.interrupted())
         return Attempted(None, usage, "provider")
 
     async def deliver(self, dep: Deployment, cost: int | None) -> None:

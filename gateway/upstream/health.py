@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable
 
 import orjson
 
 from gateway.ledger.writer import UNREACHABLE
 from gateway.store.client import Store, cancel_requested
-from policies.health import BreakerState, begin_attempt, record_failure, record_success
+from policies.health import BreakerState, begin_attempt, clamp, panic_probe, record_failure, record_success
 from policies.schema import BreakerSettings
 from policies.strategies import LatencySample, LatencyStats, update_ewma
 from providers.base import Deployment, UpstreamFailure
@@ -28,8 +29,10 @@ _CLOSED = BreakerState()
 
 
 class HealthBook:
-    def __init__(self, redis: Store, sync_interval: float = 0.5) -> None:
+    def __init__(self, redis: Store, sync_interval: float = 0.5,
+                 settings: Callable[[], BreakerSettings] = BreakerSettings) -> None:
         self.redis = redis
+        self.settings = settings  # the breaker settings in force (a reload may change them)
         self.sync_interval = sync_interval
         self.breakers: dict[str, BreakerState] = {}
         self.latency: dict[str, LatencyStats] = {}
@@ -68,6 +71,12 @@ class HealthBook:
             self._set(dep.id, record_success(state, time.time()))
         self.latency[dep.id] = update_ewma(self.latency.get(dep.id), LatencySample(latency_s, ttft_s), alpha)
 
+    def probe(self, dep_id: str) -> None:
+        """Panic (policies.health.when_none_usable): let probes through an open breaker now."""
+        state = self.breakers.get(dep_id)
+        if state is not None:
+            self._set(dep_id, panic_probe(state, time.time()))
+
     def failed(self, dep: Deployment, failure: UpstreamFailure, settings: BreakerSettings) -> None:
         before = self.breakers.get(dep.id, BreakerState())
         after = record_failure(before, time.time(), settings, failure.reason, failure.retry_after)
@@ -101,11 +110,18 @@ class HealthBook:
         except UNREACHABLE:
             self._dirty = {**dirty, **self._dirty}
             raise
+        now, settings = time.time(), self.settings()
         for raw_id, raw in shared.items():
             dep_id = raw_id.decode()
             if dep_id in self._dirty:
                 continue  # changed here since this sync started; ours is newer
             try:
-                self.breakers[dep_id] = BreakerState.from_dict(orjson.loads(raw))
+                state = BreakerState.from_dict(orjson.loads(raw))
             except orjson.JSONDecodeError:
                 continue
+            capped = clamp(state, now, settings)
+            if capped is not state:  # beyond the cap: keep the capped state and repair the shared one
+                log.warning("deployment %s: shared breaker open beyond the cap; capped to %.0fs", dep_id,
+                            capped.open_until - now)
+                self._dirty[dep_id] = capped
+            self.breakers[dep_id] = capped

@@ -114,6 +114,9 @@ class BaseFake:
         self.chunk_delay = 0.0  # seconds between streamed events
         self.delay = 0.0  # seconds before answering each request (a slow provider)
         self.disconnects = 0  # requests whose client went away before the response ended
+        # A misbehaving upstream: fields that replace the usage it reports (e.g. {"prompt_tokens": -1000});
+        # what it bills stays the real usage.
+        self.usage_report: dict[str, Any] | None = None
         self._queue: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -131,6 +134,7 @@ class BaseFake:
             self._queue.clear()
             self.disconnects = 0
             self.delay = self.chunk_delay = 0.0
+            self.usage_report = None
         self.requests.clear()
         self.billed.reset()
 

@@ -282,7 +282,7 @@ class ChatCompletionsFake(BaseFake):
                   "finish_reason": "tool_calls" if call.tool else "stop"}
         return self.decorate_completion({
             "id": call.id, "object": "chat.completion", "created": call.created, "model": call.model,
-            "choices": [self.decorate_choice(choice)], "usage": usage_body(call.usage),
+            "choices": [self.decorate_choice(choice)], "usage": self.reported(call.usage),
             "service_tier": "default", "system_fingerprint": "fp_fake0001",
         }, call)
 
@@ -314,10 +314,14 @@ class ChatCompletionsFake(BaseFake):
         c = {"id": call.id, "object": "chat.completion.chunk", "created": call.created, "model": call.model,
              "service_tier": "default", "system_fingerprint": "fp_fake0001", "choices": choices}
         if usage is not None:
-            c["usage"] = usage_body(usage)
+            c["usage"] = self.reported(usage)
         elif call.include_usage:
             c["usage"] = None
         return self.decorate_chunk(c, call, usage)
+
+    def reported(self, usage: Usage) -> dict:
+        """The usage object as this upstream reports it (``usage_report`` overrides fields)."""
+        return {**usage_body(usage), **(self.usage_report or {})}
 
     # -- embeddings ---------------------------------------------------------------------
     async def embeddings(self, ex: Exchange, model: str) -> None:
