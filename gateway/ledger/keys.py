@@ -32,6 +32,7 @@ read: a store written by an older gateway starts empty for this one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from gateway.config.load import TENANT_NAME  # the config refuses any other tenant name
@@ -115,5 +116,6 @@ class TenantKeys:
         return f"{self.base}settled:"
 
 
+@functools.lru_cache(maxsize=1024)
 def for_tenant(tenant: str) -> TenantKeys:
     return TenantKeys("tg:{" + check_tenant(tenant) + "}:")
