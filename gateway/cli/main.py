@@ -44,12 +44,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  deployments enabled: {len(deployments)}")
     for d in deployments:
         print(f"    {d.id}: {d.kind}/{d.model}")
+    unsupported = [off for off in cfg.disabled if off.cause == "kind"]
     for off in cfg.disabled:
-        print(f"  disabled: {off.id}: {off.reason}")
+        label = "warning: disabled" if off.cause == "kind" else "disabled"
+        print(f"  {label}: {off.id}: {off.reason}")
     print(f"  store: {'embedded at ' + cfg.store.path if cfg.store.url == 'embedded' else 'redis (shared)'}")
     print(f"  auth: {len(cfg.keys)} key(s)" if cfg.keys else "  auth: off (no keys configured)")
-    for name in cfg.ignored_sections:
-        print(f"  note: LiteLLM section '{name}' is accepted and ignored")
+    for note in cfg.notes:
+        print(f"  {'warning (security)' if note.security else 'note'}: {note}")
+    if args.strict and unsupported:
+        print(f"taskgate check --strict: {len(unsupported)} deployment(s) use a provider kind Taskgate cannot "
+              "serve", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -97,6 +103,8 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config")
     check.add_argument("--config", help="config file (default: $TASKGATE_CONFIG, else config/gateway.yaml)")
+    check.add_argument("--strict", action="store_true",
+                       help="fail when a deployment uses a provider kind Taskgate cannot serve")
     check.set_defaults(func=cmd_check)
     # --- ledger commands: tasks, tasks show, tasks complete, report (gateway/cli/tasks.py) ---
     from gateway.cli.tasks import add_commands as add_ledger_commands

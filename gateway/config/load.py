@@ -21,10 +21,13 @@ from typing import Any, Mapping
 import yaml
 from pydantic import ValidationError
 
+from gateway.config import litellm as litellm_settings
 from gateway.config import schema as schema
+from gateway.config.litellm import Note
 from policies.decide import Policies
-from policies.schema import check_references
-from providers import ADAPTERS, parse_model
+from policies.schema import ModelRouting, RoutingSection, check_references
+from providers import ADAPTERS, parse_model, unsupported_reason
+from providers.hosted import env_defaults
 from providers.base import Deployment
 
 DEFAULT_CONFIG = "config/gateway.yaml"
@@ -62,11 +65,13 @@ class MissingEnv(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Disabled:
-    """A deployment that is off because a value it needs is not in the environment."""
+    """A deployment that is off: a value it needs is not in the environment (``cause="env"``), or
+    Taskgate cannot serve its provider kind (``cause="kind"``: ``taskgate check --strict`` fails)."""
 
     model_name: str
     id: str
     reason: str
+    cause: str = "env"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,7 @@ class Config:
     tasks: schema.TasksSection = field(default_factory=schema.TasksSection)
     budgets: schema.BudgetsSection = field(default_factory=schema.BudgetsSection)
     policies: Policies = field(default_factory=Policies)
+    notes: tuple[Note, ...] = ()  # LiteLLM keys translated or ignored, one line each
 
     @property
     def spool_dir(self) -> str:
@@ -105,7 +111,8 @@ class Config:
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
-        return tuple(d for group in self.groups.values() for d in group)
+        # each once: fallbacks and aliases put a deployment in more than one group
+        return tuple({d.id: d for group in self.groups.values() for d in group}.values())
 
     def public_models(self) -> list[str]:
         return sorted(name for name, group in self.groups.items() if group)
@@ -222,7 +229,8 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
     seen_ids: set[str] = set()
     per_name: dict[str, int] = defaultdict(int)
     all_ids: dict[str, list[str]] = defaultdict(list)  # enabled or not, for reference checks
-    defaults = _deployment_defaults(doc)
+    settings = litellm_settings.read(doc.general_settings, doc.litellm_settings, doc.router_settings)
+    defaults = _deployment_defaults(doc, settings)
     for index, entry in enumerate(doc.model_list):
         where = f"model_list[{index}]"
         dep_id = str(entry.model_info.get("id") or f"{entry.model_name}#{per_name[entry.model_name]}")
@@ -237,6 +245,15 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
             params = resolve_env(entry.litellm_params.model_dump(exclude_none=True), env)
         except MissingEnv as missing:
             disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing.name} is not set"))
+            continue
+        kind, _ = parse_model(str(params["model"]))
+        if kind not in ADAPTERS:
+            disabled.append(Disabled(entry.model_name, dep_id, unsupported_reason(kind), cause="kind"))
+            continue
+        params, missing_key = env_defaults(kind, params, env)
+        if missing_key:
+            disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing_key} is not set "
+                                     f"(no litellm_params.api_key; LiteLLM reads the {kind} key from it)"))
             continue
         params = _with_pricing(params, doc.pricing.deployments.get(dep_id))
         try:
@@ -261,6 +278,17 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         if key in keys:
             problems.append(Problem(f"auth.keys[{index}].key", "'***'", "duplicate key"))
         keys[key] = Tenant(key_entry.tenant, key_entry.admin)
+    if settings.master_key is not None:  # LiteLLM's master key: an admin key, so auth is on
+        try:
+            master = resolve_env(settings.master_key, env)
+        except MissingEnv as missing:  # never load open when the owner locked the proxy
+            problems.append(Problem("general_settings.master_key", "'***'",
+                                    f"environment variable {missing.name} is not set"))
+        else:
+            if not isinstance(master, str) or not master:
+                problems.append(Problem("general_settings.master_key", "'***'", "must be a non-empty string"))
+            else:
+                keys.setdefault(master, Tenant("default", admin=True))
 
     try:
         store = doc.store.model_copy(update={"url": resolve_env(doc.store.url, env),
@@ -271,9 +299,10 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
 
     if problems:
         raise ConfigError(source, problems)
+    final, group_notes = litellm_settings.apply_groups({k: tuple(v) for k, v in groups.items()}, settings)
     return Config(
         source=source,
-        groups=MappingProxyType({k: tuple(v) for k, v in groups.items()}),
+        groups=MappingProxyType(final),
         disabled=tuple(disabled),
         store=store,
         server=doc.server,
@@ -281,7 +310,8 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         ignored_sections=tuple(sorted(doc.litellm_sections())),
         tasks=doc.tasks,
         budgets=doc.budgets,
-        policies=Policies(doc.routing, doc.compliance, MappingProxyType(dict(doc.tenants))),
+        policies=Policies(_routing(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
+        notes=settings.notes + tuple(group_notes),
     )
 
 
@@ -297,13 +327,38 @@ def _tenant_names(doc: schema.Document) -> list[Problem]:
             for where, name in named if not TENANT_NAME.fullmatch(name)]
 
 
-def _deployment_defaults(doc: schema.Document) -> dict[str, Any]:
-    """``routing.timeouts`` and ``routing.retries`` apply to deployments that set none."""
+def _deployment_defaults(doc: schema.Document, settings: litellm_settings.LiteLLMSettings) -> dict[str, Any]:
+    """``routing.timeouts`` and ``routing.retries`` apply to deployments that set none; where the
+    routing section does not set them, LiteLLM's ``num_retries`` and ``timeout`` do."""
+    out: dict[str, Any] = {}
+    if settings.num_retries is not None:
+        out["max_retries"] = settings.num_retries
+    if settings.timeout is not None:
+        out["timeout"] = settings.timeout
     if doc.routing is None:
-        return {}
+        return out
     t, r = doc.routing.timeouts, doc.routing.retries
-    return {"connect_timeout": t.connect_s, "stream_timeout": t.first_token_s, "timeout": t.total_s,
-            "max_retries": r.max}
+    if "timeouts" in doc.routing.model_fields_set or "timeout" not in out:
+        out.update({"connect_timeout": t.connect_s, "stream_timeout": t.first_token_s, "timeout": t.total_s})
+    if "retries" in doc.routing.model_fields_set or "max_retries" not in out:
+        out["max_retries"] = r.max
+    return out
+
+
+def _routing(routing: RoutingSection | None, settings: litellm_settings.LiteLLMSettings,
+             groups: Mapping[str, list[Deployment]]) -> RoutingSection | None:
+    """LiteLLM's ``routing_strategy`` where the routing section does not choose one."""
+    strategy = settings.strategy
+    if strategy is None or (routing is not None and "default_strategy" in routing.model_fields_set):
+        return routing
+    if strategy == "priority":
+        return routing
+    raw = routing.model_dump(by_alias=True) if routing is not None else {}
+    if strategy != "weighted":  # validated again, so that derived defaults follow the new strategy
+        return RoutingSection.model_validate({**raw, "default_strategy": strategy})
+    models = {name: ModelRouting(strategy="weighted", weights=litellm_settings.shuffle_weights(tuple(group)))
+              for name, group in groups.items() if len(group) > 1 and name not in raw.get("models", {})}
+    return RoutingSection.model_validate({**raw, "models": {**raw.get("models", {}), **models}})
 
 
 def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | None) -> dict[str, Any]:
