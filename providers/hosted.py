@@ -15,7 +15,6 @@ The environment is read by the config loader, not here (adapters do no I/O).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from providers.openai import OpenAIAdapter
 
@@ -54,6 +53,20 @@ HOSTED: tuple[Hosted, ...] = (
     Hosted("custom_openai", None, (), (), key_required=False),
 )
 HOSTED_BY_KIND = {h.kind: h for h in HOSTED}
+
+
+class HostedAdapter(OpenAIAdapter):
+    """An OpenAI-compatible hosted provider from :data:`HOSTED`."""
+
+    keeps_metadata_with_store = False  # `metadata` is OpenAI's stored-completions field
+
+    def __init__(self, hosted: Hosted) -> None:
+        self.hosted = hosted
+        self.kind = hosted.kind
+        self.default_base = hosted.base
+        # no default base: the config must give one (or set the base environment variable)
+        self.required_params = () if hosted.base else ("api_base",)
+
 
 
 class HostedAdapter(OpenAIAdapter):

@@ -17,7 +17,8 @@ import pytest
 
 from providers import ADAPTERS
 from providers.base import ApiKey, Deployment, Secret
-from providers.hosted import HOSTED, HOSTED_BY_KIND, env_defaults
+from providers.environment import env_defaults
+from providers.hosted import HOSTED, HOSTED_BY_KIND
 from tests import wire
 from tests.conftest import GatewayProcess, base_config, model_entry
 from tests.fakes import OpenAIFake

@@ -77,6 +77,21 @@ class Note:
         return f"{self.key}: {self.message}"
 
 
+_SECTION_SECURITY = {
+    "guardrails": "LiteLLM guardrails do not run; use Taskgate's compliance section (PII rules)",
+    "policies": "LiteLLM policies are not enforced; use Taskgate's compliance and tenants sections",
+    "policy_attachments": "LiteLLM policies are not enforced; use Taskgate's compliance and tenants sections",
+    "pass_through_endpoints": "pass-through endpoints are not served",
+}
+
+
+def section_note(name: str) -> Note:
+    """The note for one of LiteLLM's other top-level sections (schema.LITELLM_OTHER_SECTIONS)."""
+    if name in _SECTION_SECURITY:
+        return Note(name, _SECTION_SECURITY[name], security=True)
+    return Note(name, "LiteLLM section ignored (Taskgate does not have this feature)")
+
+
 @dataclass(frozen=True, slots=True)
 class LiteLLMSettings:
     master_key: Any = None  # as written (may be an os.environ/ reference)

@@ -27,7 +27,7 @@ from gateway.config.litellm import Note
 from policies.decide import Policies
 from policies.schema import ModelRouting, RoutingSection, check_references
 from providers import ADAPTERS, parse_model, unsupported_reason
-from providers.hosted import env_defaults
+from providers.environment import env_defaults
 from providers.base import Deployment
 
 DEFAULT_CONFIG = "config/gateway.yaml"
@@ -187,11 +187,13 @@ def parse(text: str, source: str, env: Mapping[str, str]) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, [Problem("(document)", "", "the config must be a mapping of sections")])
+    others = sorted(k for k in raw if k in schema.LITELLM_OTHER_SECTIONS)  # LiteLLM's, ignored and listed
+    raw = {k: v for k, v in raw.items() if k not in schema.LITELLM_OTHER_SECTIONS}
     try:
         doc = schema.Document.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, [_problem_from_pydantic(e, raw) for e in exc.errors()]) from None
-    return _build(doc, source, env)
+    return _build(doc, source, env, tuple(litellm_settings.section_note(k) for k in others))
 
 
 def _problem_from_pydantic(err: Any, raw: dict[str, Any]) -> Problem:
@@ -222,7 +224,7 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
     return raw
 
 
-def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
+def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tuple[Note, ...] = ()) -> Config:
     problems: list[Problem] = []
     groups: dict[str, list[Deployment]] = defaultdict(list)
     disabled: list[Disabled] = []
@@ -253,7 +255,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         params, missing_key = env_defaults(kind, params, env)
         if missing_key:
             disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing_key} is not set "
-                                     f"(no litellm_params.api_key; LiteLLM reads the {kind} key from it)"))
+                                     f"(the config does not set it; LiteLLM reads it for {kind})"))
             continue
         params = _with_pricing(params, doc.pricing.deployments.get(dep_id))
         try:
@@ -311,7 +313,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         tasks=doc.tasks,
         budgets=doc.budgets,
         policies=Policies(_routing(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
-        notes=settings.notes + tuple(group_notes),
+        notes=notes + settings.notes + tuple(group_notes),
     )
 
 

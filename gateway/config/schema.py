@@ -18,6 +18,13 @@ from providers import parse_model
 # LiteLLM Proxy sections that Taskgate accepts and ignores, so that an existing
 # LiteLLM config loads unchanged.
 LITELLM_SECTIONS = ("litellm_settings", "general_settings", "router_settings", "environment_variables")
+# LiteLLM Proxy's other top-level sections: accepted, ignored and listed (gateway/config/litellm.py).
+LITELLM_OTHER_SECTIONS = frozenset({
+    "guardrails", "policies", "policy_attachments", "pass_through_endpoints", "finetune_settings", "files_settings",
+    "callback_settings", "mcp_servers", "mcp_tools", "credential_list", "agents", "agent_list", "prompts",
+    "vector_store_registry", "search_tools", "sandbox_tools", "assistant_settings", "default_vertex_config",
+    "plugins", "classifier_plugin", "worker_registry",
+})
 
 
 class Strict(BaseModel):
