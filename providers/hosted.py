@@ -9,7 +9,7 @@ absent (first set wins). Sources: ``litellm/litellm_core_utils/get_llm_provider_
 The adapter is :class:`~providers.openai.OpenAIAdapter` with the entry's base
 URL and no OpenAI-only fields: the body goes out as the client sent it, so every
 parameter reaches the upstream (which honours or refuses it; none is dropped).
-The environment is read by the config loader, not here (adapters do no I/O).
+The environment is read by the config loader (providers/environment.py), not here.
 """
 
 from __future__ import annotations
@@ -64,45 +64,5 @@ class HostedAdapter(OpenAIAdapter):
         self.hosted = hosted
         self.kind = hosted.kind
         self.default_base = hosted.base
-        # no default base: the config must give one (or set the base environment variable)
+        # no default base: the config (or the base environment variable) must give one
         self.required_params = () if hosted.base else ("api_base",)
-
-
-
-class HostedAdapter(OpenAIAdapter):
-    """An OpenAI-compatible hosted provider from :data:`HOSTED`."""
-
-    keeps_metadata_with_store = False  # `metadata` is OpenAI's stored-completions field
-
-    def __init__(self, hosted: Hosted) -> None:
-        self.hosted = hosted
-        self.kind = hosted.kind
-        self.default_base = hosted.base
-        # no default base: the config must give one (or set the base environment variable)
-        self.required_params = () if hosted.base else ("api_base",)
-
-
-def env_defaults(kind: str, params: Mapping[str, Any], env: Mapping[str, str]) -> tuple[dict[str, Any], str | None]:
-    """LiteLLM's environment defaults for a deployment of ``kind``: ``api_base`` and ``api_key`` from the
-    provider's variables when the config sets none. The second value names the missing key variable(s)
-    when the provider needs a key and none is set (the deployment is then disabled, like a missing
-    ``os.environ/NAME``)."""
-    hosted = HOSTED_BY_KIND.get(kind)
-    out = dict(params)
-    if hosted is None:
-        if kind == "openai" and not params.get("api_key") and not params.get("api_base"):
-            if not env.get("OPENAI_API_KEY"):  # LiteLLM sends a bare or openai/ model to OpenAI with this key
-                return out, "OPENAI_API_KEY"
-            out["api_key"] = env["OPENAI_API_KEY"]
-        return out, None
-    if not params.get("api_base"):
-        base = next((env[name] for name in hosted.base_env if env.get(name)), None)
-        if base:
-            out["api_base"] = base
-    if not params.get("api_key"):
-        key = next((env[name] for name in hosted.key_env if env.get(name)), None)
-        if key:
-            out["api_key"] = key
-        elif hosted.key_required:
-            return out, " or ".join(hosted.key_env)
-    return out, None
