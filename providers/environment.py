@@ -46,3 +46,14 @@ def env_defaults(kind: str, params: Mapping[str, Any], env: Mapping[str, str]) -
         elif required:
             return out, " or ".join(names)
     return out, None
+
+
+def env_names() -> frozenset[str]:
+    """Every variable :func:`env_defaults` may read."""
+    names = {"OPENAI_API_KEY"}
+    for hosted in HOSTED_BY_KIND.values():
+        names.update(hosted.base_env + hosted.key_env)
+    for table in _OTHERS.values():
+        for found, _ in table.values():
+            names.update(found)
+    return frozenset(names)

@@ -40,7 +40,7 @@ def test_each_config_loads_as_it_is(path: Path) -> None:
     config = load(path, env=ENV)
     data = raw(path)
     entries = data.get("model_list") or []
-    assert len(config.deployments) + len(config.disabled) == len(entries)
+    assert len(config.deployments) + len(config.disabled) + len(config.wildcards) == len(entries)
     for off in config.disabled:  # every deployment that is off says why
         assert off.reason
     master = (data.get("general_settings") or {}).get("master_key")

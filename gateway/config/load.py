@@ -23,7 +23,9 @@ from pydantic import ValidationError
 
 from gateway.config import litellm as litellm_settings
 from gateway.config import schema as schema
+from gateway.config.deployments import SECRET_KEYS, build_deployment
 from gateway.config.litellm import Note
+from gateway.config.wildcards import Wildcard, captured_env, is_wildcard
 from policies.decide import Policies
 from policies.schema import ModelRouting, RoutingSection, check_references
 from providers import ADAPTERS, parse_model, unsupported_reason
@@ -31,9 +33,6 @@ from providers.environment import env_defaults
 from providers.base import Deployment
 
 DEFAULT_CONFIG = "config/gateway.yaml"
-SECRET_KEYS = frozenset(
-    {"api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "key", "url", "password"}
-)
 _ENV_WHOLE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 _ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -93,6 +92,7 @@ class Config:
     budgets: schema.BudgetsSection = field(default_factory=schema.BudgetsSection)
     policies: Policies = field(default_factory=Policies)
     notes: tuple[Note, ...] = ()  # LiteLLM keys translated or ignored, one line each
+    wildcards: tuple[Wildcard, ...] = ()  # model_name "*" / "provider/*" entries, resolved per request
 
     @property
     def spool_dir(self) -> str:
@@ -231,6 +231,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
     seen_ids: set[str] = set()
     per_name: dict[str, int] = defaultdict(int)
     all_ids: dict[str, list[str]] = defaultdict(list)  # enabled or not, for reference checks
+    wildcards: list[Wildcard] = []
     settings = litellm_settings.read(doc.general_settings, doc.litellm_settings, doc.router_settings)
     defaults = _deployment_defaults(doc, settings)
     for index, entry in enumerate(doc.model_list):
@@ -242,11 +243,18 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
             continue
         seen_ids.add(dep_id)
         all_ids[entry.model_name].append(dep_id)
-        groups.setdefault(entry.model_name, [])
+        wildcard = is_wildcard(entry.model_name, entry.litellm_params.model)
+        if not wildcard:
+            groups.setdefault(entry.model_name, [])
         try:
             params = resolve_env(entry.litellm_params.model_dump(exclude_none=True), env)
         except MissingEnv as missing:
             disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing.name} is not set"))
+            continue
+        if wildcard:  # resolved per requested model (gateway/config/wildcards.py)
+            priced = _with_pricing(params, doc.pricing.deployments.get(dep_id))
+            wildcards.append(Wildcard(entry.model_name, dep_id, MappingProxyType({**defaults, **priced}),
+                                      MappingProxyType(dict(entry.model_info)), captured_env(env)))
             continue
         kind, _ = parse_model(str(params["model"]))
         if kind not in ADAPTERS:
@@ -259,7 +267,8 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
             continue
         params = _with_pricing(params, doc.pricing.deployments.get(dep_id))
         try:
-            groups[entry.model_name].append(_deployment(dep_id, entry, {**defaults, **params}))
+            groups[entry.model_name].append(build_deployment(dep_id, entry.model_name, entry.model_info,
+                                                             {**defaults, **params}))
         except ValueError as exc:
             problems.append(Problem(f"{where}.litellm_params.model", repr(params["model"]), str(exc)))
 
@@ -314,6 +323,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
         budgets=doc.budgets,
         policies=Policies(_routing(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
         notes=notes + settings.notes + tuple(group_notes),
+        wildcards=tuple(wildcards),
     )
 
 
@@ -377,31 +387,6 @@ def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | No
         out.setdefault("input_cost_per_token", 0)
         out.setdefault("output_cost_per_token", 0)
     return out
-
-
-def _deployment(dep_id: str, entry: schema.ModelEntry, params: dict[str, Any]) -> Deployment:
-    kind, model = parse_model(params["model"])  # the kind was checked by the schema
-    adapter = ADAPTERS[kind]
-    missing = [name for name in adapter.required_params if not params.get(name)]
-    if missing:
-        raise ValueError(f"a {kind} deployment needs litellm_params.{', '.join(missing)}")
-    return Deployment(
-        id=dep_id,
-        model_name=entry.model_name,
-        kind=kind,
-        model=model,
-        api_base=(params.get("api_base") or None),
-        credentials=adapter.credentials(params),
-        api_version=params.get("api_version"),
-        timeout=float(params.get("timeout", 600.0)),
-        stream_timeout=float(params.get("stream_timeout", params.get("timeout", 60.0))),
-        connect_timeout=float(params.get("connect_timeout", 5.0)),
-        max_retries=int(params.get("max_retries", 0)),
-        model_info=MappingProxyType(dict(entry.model_info)),
-        litellm_params=MappingProxyType(
-            {k: v for k, v in params.items() if k not in SECRET_KEYS}
-        ),
-    )
 
 
 def replace_store(config: Config, store: schema.StoreSection) -> Config:
