@@ -27,6 +27,7 @@ from gateway.snapshot import CurrentSnapshot
 from gateway.store.client import Store, connect
 from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis
 from gateway.upstream.health import HealthBook
+from gateway.upstream.demo import DemoTransport
 from gateway.upstream.transport import AiohttpTransport, Transport
 
 log = logging.getLogger("taskgate")
@@ -64,7 +65,7 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
     if transport is None:
         aiohttp_transport = AiohttpTransport()
         await aiohttp_transport.start()
-        transport = aiohttp_transport
+        transport = DemoTransport(aiohttp_transport)  # answers the built-in demo model's demo:// URL itself
     store = connect(url)
     ledger = Ledger(store, snapshots, metrics)
     health = HealthBook(store)

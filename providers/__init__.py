@@ -9,6 +9,7 @@ from providers.adapter import Adapter
 from providers.azure import AzureAdapter
 from providers.base import Deployment, Usage
 from providers.bedrock import BedrockAdapter
+from providers.demo import DemoAdapter
 from providers.hosted import HOSTED, HostedAdapter
 from providers.naming import parse_model
 from providers.ollama import OllamaAdapter
@@ -22,6 +23,7 @@ ADAPTERS: dict[str, Adapter] = {
     "hosted_vllm": HostedVLLMAdapter(),
     "ollama_chat": OllamaAdapter(),
     "ollama": OllamaAdapter(),
+    "demo": DemoAdapter(),  # the quick start's deterministic test double (providers/demo.py)
     # the hosted providers that speak OpenAI's wire: one table (providers/hosted.py), one adapter
     **{h.kind: HostedAdapter(h) for h in HOSTED},
 }

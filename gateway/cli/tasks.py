@@ -364,9 +364,9 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     _common(show)
     show.set_defaults(func=_run(cmd_show))
 
-    complete = actions.add_parser("complete", help="end a task as succeeded or failed")
+    complete = actions.add_parser("complete", help="end a task as succeeded, failed or abandoned")
     complete.add_argument("task_id", metavar="ID", help="the task id (X-Task-Id)")
-    complete.add_argument("--outcome", required=True, choices=("succeeded", "failed"))
+    complete.add_argument("--outcome", required=True, choices=("succeeded", "failed", "abandoned"))
     complete.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the task's JSON")
     _common(complete)
     complete.set_defaults(func=_run(cmd_complete))

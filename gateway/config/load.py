@@ -172,8 +172,19 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
     return parse(text, source, os.environ if env is None else env)
 
 
+PACKAGED_CONFIG = str(Path(__file__).with_name("default.yaml"))  # the default config, as package data
+
+
 def config_path(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("TASKGATE_CONFIG") or DEFAULT_CONFIG
+    """``--config``, else ``$TASKGATE_CONFIG``, else ``config/gateway.yaml`` or ``taskgate.yaml`` (what
+    ``taskgate init`` writes) in the current directory, else the packaged default config."""
+    found = explicit or os.environ.get("TASKGATE_CONFIG")
+    if found:
+        return found
+    for local in (DEFAULT_CONFIG, "taskgate.yaml"):
+        if Path(local).is_file():
+            return local
+    return PACKAGED_CONFIG
 
 
 def parse(text: str, source: str, env: Mapping[str, str]) -> Config:
