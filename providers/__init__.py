@@ -10,6 +10,7 @@ from providers.azure import AzureAdapter
 from providers.base import Deployment, Usage
 from providers.bedrock import BedrockAdapter
 from providers.demo import DemoAdapter
+from providers.gemini import GeminiAdapter, VertexAdapter
 from providers.hosted import HOSTED, HostedAdapter
 from providers.naming import parse_model
 from providers.ollama import OllamaAdapter
@@ -23,6 +24,8 @@ ADAPTERS: dict[str, Adapter] = {
     "hosted_vllm": HostedVLLMAdapter(),
     "ollama_chat": OllamaAdapter(),
     "ollama": OllamaAdapter(),
+    "gemini": GeminiAdapter(),
+    "vertex_ai": VertexAdapter(),
     "demo": DemoAdapter(),  # the quick start's deterministic test double (providers/demo.py)
     # the hosted providers that speak OpenAI's wire: one table (providers/hosted.py), one adapter
     **{h.kind: HostedAdapter(h) for h in HOSTED},
@@ -32,8 +35,6 @@ ADAPTERS: dict[str, Adapter] = {
 UNSUPPORTED = {
     "text-completion-openai": "OpenAI's legacy completions API (/v1/completions) is not served",
     "anthropic": "the Anthropic Messages adapter is not in this build",
-    "gemini": "the Gemini (Google AI Studio) adapter is not in this build",
-    "vertex_ai": "the Vertex AI adapter is not in this build",
     "sagemaker": "SageMaker endpoints are not supported yet",
     "cohere": "Cohere's API is not supported yet",
     "cohere_chat": "Cohere's API is not supported yet",

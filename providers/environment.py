@@ -15,6 +15,10 @@ from providers.hosted import HOSTED_BY_KIND
 
 # kind -> litellm_params key -> (variables in LiteLLM's order, required)
 _OTHERS: Mapping[str, Mapping[str, tuple[tuple[str, ...], bool]]] = {
+    "gemini": {"api_base": (("GEMINI_API_BASE",), False), "api_key": (("GOOGLE_API_KEY", "GEMINI_API_KEY"), True)},
+    "vertex_ai": {"vertex_project": (("VERTEXAI_PROJECT", "VERTEX_PROJECT"), True),
+                  "vertex_location": (("VERTEXAI_LOCATION", "VERTEX_LOCATION"), False),
+                  "vertex_credentials": (("VERTEXAI_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"), True)},
     "azure": {"api_base": (("AZURE_API_BASE",), False), "api_key": (("AZURE_API_KEY",), False),
               "api_version": (("AZURE_API_VERSION",), False)},
     "bedrock": {"aws_access_key_id": (("AWS_ACCESS_KEY_ID",), True),
