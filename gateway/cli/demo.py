@@ -83,7 +83,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from gateway.cli.tasks import _client, _common, _run
 
     demo = sub.add_parser("demo", help="send sample tasks to a running gateway's demo model",
