@@ -75,7 +75,8 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
     except Exception as exc:  # the store may be down at start: serve anyway (fail-open)
         log.warning("could not read shared deployment health at startup: %s", exc)
         health.start_loop()
-    return Services(transport, store, ledger, health, metrics, Accountant(metrics, ledger), embedded)
+    return Services(transport, store, ledger, health, metrics, Accountant(metrics, ledger, access=os.environ.get("TASKGATE_ACCESS_LOG") == "1"),
+                    embedded)
 
 
 async def close_services(services: Services) -> None:

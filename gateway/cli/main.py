@@ -9,9 +9,11 @@ import tempfile
 from typing import Sequence
 
 from gateway.config import load as config_mod
+from providers.base import Deployment
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
+ACCESS_LOG_ENV = "TASKGATE_ACCESS_LOG"
 
 
 def log_config(level: str) -> dict[str, object]:
@@ -59,10 +61,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deployment_line(d: Deployment) -> str:
+    where = [str(d.model_info["region"])] if d.model_info.get("region") else []
+    if d.model_info.get("open_weight"):
+        where.append("open-weight")
+    return f"{d.id}: {d.kind}/{d.model}" + (f" [{', '.join(where)}]" if where else "")
+
+
+def startup_lines(cfg: config_mod.Config, url: str) -> list[str]:
+    """What ``serve`` prints at start: the models and deployments it serves, the store and auth."""
+    lines = [f"taskgate: config {cfg.source}"]
+    for name in cfg.public_models():
+        deps = "; ".join(_deployment_line(d) for d in cfg.groups[name])
+        lines.append(f"  model {name}: {deps}")
+    for wild in cfg.wildcards:
+        lines.append(f"  model {wild.pattern} (wildcard): {wild.id}: {wild.params.get('model')}")
+    if cfg.disabled:
+        lines.append(f"  {len(cfg.disabled)} deployment(s) disabled: `taskgate check` says why")
+    store = f"embedded at {os.path.abspath(cfg.store.path)}" if cfg.store.url == "embedded" else "redis (shared)"
+    lines.append(f"  store: {store}")
+    if cfg.keys:
+        lines.append(f"  auth: on ({len(cfg.keys)} key(s))")
+    else:
+        lines.append(f"  auth: off: anyone who can reach {url} can use it (set auth.keys or a master_key)")
+    lines.append(f"  listening on {url}" + (" (access log on)" if os.environ.get(ACCESS_LOG_ENV) == "1" else ""))
+    return lines
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    if args.access_log:
+        os.environ[ACCESS_LOG_ENV] = "1"
+    print("\n".join(startup_lines(cfg, f"http://{args.host}:{args.port}")), file=sys.stderr, flush=True)
     import uvicorn
 
     from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, StoreError
@@ -100,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=DEFAULT_HOST)
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--access-log", action="store_true",
+                       help="one line per request: task, model, deployment, status, cost, milliseconds "
+                            f"(also ${ACCESS_LOG_ENV}=1)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config")
     check.add_argument("--config", help="config file (default: $TASKGATE_CONFIG, else config/gateway.yaml)")
