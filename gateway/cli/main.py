@@ -6,10 +6,9 @@ import argparse
 import os
 import sys
 import tempfile
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from gateway.config import load as config_mod
-from providers.base import Deployment
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
@@ -61,18 +60,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deployment_line(d: Deployment) -> str:
-    where = [str(d.model_info["region"])] if d.model_info.get("region") else []
-    if d.model_info.get("open_weight"):
+def _deployment_line(dep_id: str, kind: str, model: str, info: Mapping[str, object]) -> str:
+    where = [str(info["region"])] if info.get("region") else []
+    if info.get("open_weight"):
         where.append("open-weight")
-    return f"{d.id}: {d.kind}/{d.model}" + (f" [{', '.join(where)}]" if where else "")
+    return f"{dep_id}: {kind}/{model}" + (f" [{', '.join(where)}]" if where else "")
 
 
 def startup_lines(cfg: config_mod.Config, url: str) -> list[str]:
     """What ``serve`` prints at start: the models and deployments it serves, the store and auth."""
     lines = [f"taskgate: config {cfg.source}"]
     for name in cfg.public_models():
-        deps = "; ".join(_deployment_line(d) for d in cfg.groups[name])
+        deps = "; ".join(_deployment_line(d.id, d.kind, d.model, d.model_info) for d in cfg.groups[name])
         lines.append(f"  model {name}: {deps}")
     for wild in cfg.wildcards:
         lines.append(f"  model {wild.pattern} (wildcard): {wild.id}: {wild.params.get('model')}")

@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import argparse
 
+    from rich.console import Console
     from rich.table import Table
 
 from gateway.cli.format import (
@@ -38,7 +39,7 @@ WASTE_KINDS = ("retry", "fallback", "cancelled", "failed_task", "abandoned_task"
 FULL_WIDTH = 120  # below this a table shows its compact columns, unless --wide
 
 
-def _console(wide: bool = False) -> Any:
+def _console(wide: bool = False) -> Console:
     """A terminal's width (80 when not a terminal and $COLUMNS is unset); --wide: at least 220."""
     from rich.console import Console
 
@@ -48,7 +49,7 @@ def _console(wide: bool = False) -> Any:
     return console
 
 
-def _full(console: Any, args: argparse.Namespace | None = None) -> bool:
+def _full(console: Console, args: argparse.Namespace | None = None) -> bool:
     return bool(getattr(args, "wide", False)) or console.width >= FULL_WIDTH
 
 
@@ -150,7 +151,7 @@ def print_report(rows: Sequence[dict[str, Any]], since: float | None, until: flo
     console.print("; ".join(notes), style="dim")
 
 
-def _print_compact_report(console: Any, rows: Sequence[dict[str, Any]], period: str, priced: bool) -> None:
+def _print_compact_report(console: Console, rows: Sequence[dict[str, Any]], period: str, priced: bool) -> None:
     """The report at 80 columns: the outcome counts, cost per succeeded task and waste, one line a type;
     waste by reason as one line per type (only the reasons that cost something)."""
     table = _table(f"tasks by type, {period}", compact=True)

@@ -24,7 +24,8 @@ from gateway.cli.format import (
     fmt_int,
     fmt_time,
     fmt_usd,
-    parse_when,  # noqa: F401 - parse_when is re-exported
+    parse_when,  # noqa: F401 - re-exported
+    plain,  # noqa: F401 - re-exported
     to_decimal,
 )
 from gateway.cli.render import (  # noqa: F401 - CSV_HEADER, print_report and write_csv are re-exported
@@ -35,6 +36,7 @@ from gateway.cli.render import (  # noqa: F401 - CSV_HEADER, print_report and wr
     _full,
     _table,
     _text,
+    csv_row,
     print_report,
     write_csv,
 )
