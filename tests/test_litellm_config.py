@@ -141,3 +141,9 @@ def test_check_warns_and_strict_fails_on_unsupported_kinds(tmp_path: Path) -> No
     assert "auth: 1 key(s)" in out.stdout
     strict = run_check(path, "--strict")
     assert strict.returncode == 1 and "--strict" in strict.stderr
+
+
+def test_environment_variables_resolve_the_config_references() -> None:
+    c = load("model_list:\n  - {model_name: m, litellm_params: {model: groq/llama3-8b, api_key: os.environ/MY_KEY}}\n"
+             "environment_variables: {MY_KEY: from-the-config}\n")
+    assert c.groups["m"][0].credentials == ApiKey(Secret("from-the-config"))

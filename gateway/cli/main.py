@@ -45,6 +45,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  deployments enabled: {len(deployments)}")
     for d in deployments:
         print(f"    {d.id}: {d.kind}/{d.model}")
+    for wild in cfg.wildcards:
+        print(f"    {wild.id}: {wild.params.get('model')} (wildcard '{wild.pattern}': the client's model goes through)")
     unsupported = [off for off in cfg.disabled if off.cause == "kind"]
     for off in cfg.disabled:
         label = "warning: disabled" if off.cause == "kind" else "disabled"

@@ -236,6 +236,8 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
 
 
 def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tuple[Note, ...] = ()) -> Config:
+    if doc.environment_variables:  # LiteLLM sets these in its environment: here they resolve this config's refs
+        env = {**env, **{str(k): str(v) for k, v in doc.environment_variables.items() if v is not None}}
     problems: list[Problem] = []
     groups: dict[str, list[Deployment]] = defaultdict(list)
     disabled: list[Disabled] = []
