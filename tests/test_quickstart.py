@@ -96,7 +96,7 @@ def test_one_request_gives_a_priced_answer_and_demo_fills_the_dashboard(default_
         assert (rows["research"]["failed"], rows["research"]["abandoned"]) == (1, 1)
         assert Decimal(str(rows["research"]["cost_usd"])) > 0
         tasks = client.get("/v1/tasks", params={"limit": 50}).json()["data"]
-        assert len(tasks) == 8  # six demo tasks, "first-task" and the streamed one-request task
+        assert len(tasks) == 7  # six demo tasks and "first-task" (a one-request task is not listed)
         flaky = next(t for t in tasks if t["task_id"].endswith("-3"))
         assert flaky["status"] == "succeeded" and flaky["failed_attempts"] == 1  # retried, then answered
         metrics = client.get("/metrics").text

@@ -19,7 +19,10 @@ what a user should know; a key whose loss weakens security is a warning.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from policies.schema import ModelRouting, RoutingSection
+from providers.base import Deployment
 
 # LiteLLM routing_strategy -> (Taskgate strategy, what a user should know)
 STRATEGIES: Mapping[str, tuple[str, str]] = {
@@ -211,3 +214,19 @@ def shuffle_weights(group: tuple[Any, ...]) -> dict[str, float]:
         if any(isinstance(v, (int, float)) and v > 0 for v in values.values()):
             return {i: float(v) if isinstance(v, (int, float)) and v > 0 else 0.0 for i, v in values.items()}
     return {d.id: 1.0 for d in group}
+
+
+def routing_with(routing: RoutingSection | None, settings: LiteLLMSettings,
+                 groups: Mapping[str, Sequence[Deployment]]) -> RoutingSection | None:
+    """LiteLLM's ``routing_strategy`` where the routing section does not choose one."""
+    strategy = settings.strategy
+    if strategy is None or (routing is not None and "default_strategy" in routing.model_fields_set):
+        return routing
+    if strategy == "priority":
+        return routing
+    raw = routing.model_dump(by_alias=True) if routing is not None else {}
+    if strategy != "weighted":  # validated again, so that derived defaults follow the new strategy
+        return RoutingSection.model_validate({**raw, "default_strategy": strategy})
+    models = {name: ModelRouting(strategy="weighted", weights=shuffle_weights(tuple(group)))
+              for name, group in groups.items() if len(group) > 1 and name not in raw.get("models", {})}
+    return RoutingSection.model_validate({**raw, "models": {**raw.get("models", {}), **models}})

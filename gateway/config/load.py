@@ -27,7 +27,7 @@ from gateway.config.deployments import SECRET_KEYS, build_deployment
 from gateway.config.litellm import Note
 from gateway.config.wildcards import Wildcard, captured_env, is_wildcard
 from policies.decide import Policies
-from policies.schema import ModelRouting, RoutingSection, check_references
+from policies.schema import check_references
 from providers import ADAPTERS, parse_model, unsupported_reason
 from providers.environment import env_defaults
 from providers.base import Deployment
@@ -334,7 +334,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
         ignored_sections=tuple(sorted(doc.litellm_sections())),
         tasks=doc.tasks,
         budgets=doc.budgets,
-        policies=Policies(_routing(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
+        policies=Policies(litellm_settings.routing_with(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
         notes=notes + settings.notes + tuple(group_notes),
         wildcards=tuple(wildcards),
     )
@@ -368,22 +368,6 @@ def _deployment_defaults(doc: schema.Document, settings: litellm_settings.LiteLL
     if "retries" in doc.routing.model_fields_set or "max_retries" not in out:
         out["max_retries"] = r.max
     return out
-
-
-def _routing(routing: RoutingSection | None, settings: litellm_settings.LiteLLMSettings,
-             groups: Mapping[str, list[Deployment]]) -> RoutingSection | None:
-    """LiteLLM's ``routing_strategy`` where the routing section does not choose one."""
-    strategy = settings.strategy
-    if strategy is None or (routing is not None and "default_strategy" in routing.model_fields_set):
-        return routing
-    if strategy == "priority":
-        return routing
-    raw = routing.model_dump(by_alias=True) if routing is not None else {}
-    if strategy != "weighted":  # validated again, so that derived defaults follow the new strategy
-        return RoutingSection.model_validate({**raw, "default_strategy": strategy})
-    models = {name: ModelRouting(strategy="weighted", weights=litellm_settings.shuffle_weights(tuple(group)))
-              for name, group in groups.items() if len(group) > 1 and name not in raw.get("models", {})}
-    return RoutingSection.model_validate({**raw, "models": {**raw.get("models", {}), **models}})
 
 
 def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | None) -> dict[str, Any]:
