@@ -42,9 +42,10 @@ def test_startup_access_log_and_explain(redis_server: Any, gateway_factory: Any)
 
 def test_startup_says_auth_is_on_with_a_master_key(redis_server: Any, gateway_factory: Any) -> None:
     config = base_config(redis_server.url, [model_entry("demo", DEMO)],
-                         general_settings={"master_key": "sk-1234"})
+                         general_settings={"master_key": "sk-1234", "allowed_ips": ["10.0.0.1"]})
     gw = gateway_factory(config)
     assert "auth: on (1 key(s))" in gw.log()
+    assert "warning (security): general_settings.allowed_ips: IP allow-list not enforced" in gw.log()
     assert "access log on" not in gw.log()
     r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "demo", "messages": []}, timeout=10)
     assert r.status_code == 401

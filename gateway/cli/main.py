@@ -85,6 +85,7 @@ def startup_lines(cfg: config_mod.Config, url: str) -> list[str]:
         lines.append(f"  auth: on ({len(cfg.keys)} key(s))")
     else:
         lines.append(f"  auth: off: anyone who can reach {url} can use it (set auth.keys or a master_key)")
+    lines += [f"  warning (security): {note}" for note in cfg.notes if note.security]
     lines.append(f"  listening on {url}" + (" (access log on)" if os.environ.get(ACCESS_LOG_ENV) == "1" else ""))
     return lines
 
