@@ -15,6 +15,9 @@ from providers.hosted import HOSTED_BY_KIND
 
 # kind -> litellm_params key -> (variables in LiteLLM's order, required)
 _OTHERS: Mapping[str, Mapping[str, tuple[tuple[str, ...], bool]]] = {
+    # used once an `anthropic` adapter is registered (until then such deployments load disabled)
+    "anthropic": {"api_base": (("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"), False),
+                  "api_key": (("ANTHROPIC_API_KEY",), True)},
     "gemini": {"api_base": (("GEMINI_API_BASE",), False), "api_key": (("GOOGLE_API_KEY", "GEMINI_API_KEY"), True)},
     "vertex_ai": {"vertex_project": (("VERTEXAI_PROJECT", "VERTEX_PROJECT"), True),
                   "vertex_location": (("VERTEXAI_LOCATION", "VERTEX_LOCATION"), False),

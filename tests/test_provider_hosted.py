@@ -67,6 +67,10 @@ def test_env_defaults() -> None:
     assert env_defaults("groq", {"api_key": "own"}, {"GROQ_API_KEY": "g"})[0]["api_key"] == "own"  # config wins
     assert env_defaults("lm_studio", {}, {"LM_STUDIO_API_BASE": "http://h/v1"}) == ({"api_base": "http://h/v1"}, None)
     assert env_defaults("llamafile", {}, {}) == ({}, None)  # local: no key needed
+    assert env_defaults("gemini", {}, {"GEMINI_API_KEY": "g"})[0]["api_key"] == "g"
+    assert env_defaults("vertex_ai", {"vertex_credentials": "{}"}, {})[1] == "VERTEXAI_PROJECT or VERTEX_PROJECT"
+    assert env_defaults("anthropic", {}, {"ANTHROPIC_API_KEY": "a"})[0]["api_key"] == "a"
+    assert env_defaults("bedrock", {"aws_region_name": "us-east-1"}, {})[1] == "AWS_ACCESS_KEY_ID"
 
 
 # --- end to end --------------------------------------------------------------------------------
