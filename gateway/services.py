@@ -27,6 +27,7 @@ from gateway.snapshot import CurrentSnapshot
 from gateway.store.client import Store, connect
 from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis
 from gateway.upstream.health import HealthBook
+from gateway.upstream.demo import DemoTransport
 from gateway.upstream.transport import AiohttpTransport, Transport
 from policies.decide import DEFAULT_ROUTING
 
@@ -65,7 +66,7 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
     if transport is None:
         aiohttp_transport = AiohttpTransport()
         await aiohttp_transport.start()
-        transport = aiohttp_transport
+        transport = DemoTransport(aiohttp_transport)  # answers the built-in demo model's demo:// URL itself
     store = connect(url)
     ledger = Ledger(store, snapshots, metrics)
     health = HealthBook(store, settings=lambda: (snapshots.config.policies.routing or DEFAULT_ROUTING).breaker)
@@ -75,7 +76,8 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
     except Exception as exc:  # the store may be down at start: serve anyway (fail-open)
         log.warning("could not read shared deployment health at startup: %s", exc)
         health.start_loop()
-    return Services(transport, store, ledger, health, metrics, Accountant(metrics, ledger), embedded)
+    return Services(transport, store, ledger, health, metrics, Accountant(metrics, ledger, access=os.environ.get("TASKGATE_ACCESS_LOG") == "1"),
+                    embedded)
 
 
 async def close_services(services: Services) -> None:

@@ -11,15 +11,19 @@ a value derived from an older config. Everything is keyed by deployment id
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from gateway.accounting.pricing import Price, load_price_map, map_keys, price_for
 from gateway.config.load import Config
+from gateway.config.wildcards import resolve as resolve_wildcards
 from policies.capabilities import ModelFacts, model_facts
 from providers import ADAPTERS
 from providers.base import Deployment
+
+
+MAX_WILDCARD_MODELS = 10_000  # distinct model names a snapshot resolves through wildcard entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +43,34 @@ class Snapshot:
     unary_timeouts: Mapping[str, Timeouts]
     stream_timeouts: Mapping[str, Timeouts]
     group_params: Mapping[str, frozenset[str] | None]  # public model -> parameters all its deployments honour
+    price_map: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # wildcard groups resolved so far (requested model -> deployments); bounded by MAX_WILDCARD_MODELS
+    _wild: dict[str, tuple[tuple[Deployment, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False)
+    # the writable tables behind prices, facts, unary_timeouts and stream_timeouts
+    _tables: tuple[dict[str, Price | None], dict[str, ModelFacts], dict[str, Timeouts], dict[str, Timeouts]] = field(
+        default_factory=lambda: ({}, {}, {}, {}), repr=False)
 
     def price(self, dep: Deployment) -> Price | None:
         return self.prices.get(dep.id)
+
+    def wildcard_group(self, model: str) -> tuple[tuple[Deployment, ...], tuple[str, ...]] | None:
+        """The deployments a ``model_name: "*"`` or ``"provider/*"`` entry gives ``model`` (None: no pattern
+        matches), and why a matching entry cannot serve it. Each is priced by ``model`` itself; its price,
+        facts and timeouts join this snapshot's, as for any deployment (they never outlive it)."""
+        if not self.config.wildcards:
+            return None
+        found = self._wild.get(model)
+        if found is None:
+            found = resolve_wildcards(self.config.wildcards, model)
+            if not found[0] and not found[1]:
+                return None
+            if len(self._wild) >= MAX_WILDCARD_MODELS:
+                return (), (f"more than {MAX_WILDCARD_MODELS} distinct model names were sent to wildcard "
+                            "entries since the config loaded",)
+            for dep in found[0]:
+                _derive(dep, self.price_map, *self._tables)
+            self._wild[model] = found
+        return found
 
 
 def build_snapshot(config: Config, price_map: Mapping[str, Mapping[str, Any]] | None = None) -> Snapshot:
@@ -52,14 +81,21 @@ def build_snapshot(config: Config, price_map: Mapping[str, Mapping[str, Any]] | 
     unary: dict[str, Timeouts] = {}
     stream: dict[str, Timeouts] = {}
     for dep in config.deployments:
-        entry = next((full[k] for k in map_keys(dep) if k in full), None)
-        prices[dep.id] = price_for(dep, full)
-        facts[dep.id] = model_facts(dep, entry, ADAPTERS[dep.kind].supported_params)
-        unary[dep.id] = Timeouts(dep.connect_timeout, dep.timeout)
-        stream[dep.id] = Timeouts(dep.connect_timeout, dep.timeout, dep.stream_timeout)
+        _derive(dep, full, prices, facts, unary, stream)
     group_params = {name: _common_params(group) for name, group in config.groups.items()}
     return Snapshot(config, MappingProxyType(prices), MappingProxyType(facts), MappingProxyType(unary),
-                    MappingProxyType(stream), MappingProxyType(group_params))
+                    MappingProxyType(stream), MappingProxyType(group_params), full,
+                    _tables=(prices, facts, unary, stream))
+
+
+def _derive(dep: Deployment, full: Mapping[str, Mapping[str, Any]], prices: dict[str, Price | None],
+            facts: dict[str, ModelFacts], unary: dict[str, Timeouts], stream: dict[str, Timeouts]) -> None:
+    """One deployment's price, facts and timeouts, into the snapshot's tables (by deployment id)."""
+    entry = next((full[k] for k in map_keys(dep) if k in full), None)
+    prices[dep.id] = price_for(dep, full)
+    facts[dep.id] = model_facts(dep, entry, ADAPTERS[dep.kind].supported_params)
+    unary[dep.id] = Timeouts(dep.connect_timeout, dep.timeout)
+    stream[dep.id] = Timeouts(dep.connect_timeout, dep.timeout, dep.stream_timeout)
 
 
 def _common_params(group: tuple[Deployment, ...]) -> frozenset[str] | None:

@@ -58,7 +58,19 @@ class AwsSigV4:
         return tuple(s for s in (self.access_key_id, self.secret_access_key, self.session_token) if s is not None)
 
 
-Credentials = ApiKey | AwsSigV4
+@dataclass(frozen=True, slots=True)
+class GoogleServiceAccount:
+    """A Google Cloud service account key (its JSON), for Vertex AI, and the project and location."""
+
+    info: Secret | None = None
+    project: str | None = None
+    location: str = "us-central1"
+
+    def secrets(self) -> tuple[Secret, ...]:
+        return (self.info,) if self.info is not None else ()
+
+
+Credentials = ApiKey | AwsSigV4 | GoogleServiceAccount
 NO_CREDENTIALS = ApiKey()
 
 

@@ -93,10 +93,10 @@ model_list:
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ("model_list:\n  - model_name: m\n    litellm_params: {model: nokind}\n",
-         "model_list[0].litellm_params.model = 'nokind': Value error, must be '<provider kind>/<model id>'"),
-        ("model_list:\n  - model_name: m\n    litellm_params: {model: foo/bar}\n",
-         "model_list[0].litellm_params.model = 'foo/bar': Value error, unknown provider kind 'foo'"),
+        ("model_list:\n  - model_name: m\n    litellm_params: {model: azure/}\n",
+         "model_list[0].litellm_params.model = 'azure/': Value error, names no model"),
+        ("model_list:\n  - model_name: m\n    litellm_params: {model: '/gpt-4o'}\n",
+         "model_list[0].litellm_params.model = '/gpt-4o': Value error, names no model"),
         ("model_list:\n  - model_name: m\n    litellm_params: {model: azure/dep}\n",
          "model_list[0].litellm_params.model = 'azure/dep': a azure deployment needs litellm_params.api_base"),
         ("model_list:\n  - litellm_params: {model: openai/x}\n", "model_list[0].model_name: Field required"),
@@ -142,6 +142,10 @@ def test_litellm_proxy_config_loads_unchanged() -> None:
                                                                    "AZURE_API_KEY": "k2"})
     assert [d.kind for d in c.groups["gpt-4o"]] == ["azure", "openai"]
     assert set(c.ignored_sections) == {"litellm_settings", "router_settings", "general_settings"}
+    assert c.keys == {"sk-1234": cfg.Tenant("default", admin=True)}  # general_settings.master_key
+    assert [d.max_retries for d in c.deployments] == [2, 2]  # litellm_settings.num_retries
+    assert c.policies.routing is not None and c.policies.routing.for_model("gpt-4o").strategy == "weighted"
+    assert [str(n) for n in c.notes if n.key == "litellm_settings.drop_params"]
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").rglob("*.yaml")))
@@ -166,7 +170,7 @@ def test_check_cli_ok_on_default_config() -> None:
 
 def test_check_cli_names_each_problem_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model_list:\n  - model_name: m\n    litellm_params: {model: foo/bar, api_key: sk-hidden-1}\n"
+    bad.write_text("model_list:\n  - model_name: m\n    litellm_params: {model: azure/, api_key: sk-hidden-1}\n"
                    "store: {url: nope}\n")
     out = run_cli("check", "--config", str(bad))
     assert out.returncode != 0

@@ -18,8 +18,9 @@ import pytest
 from policies.capabilities import model_facts
 from policies.decide import Policies, RequestFacts, decide
 from providers import ADAPTERS
-from providers.base import ApiKey, AwsSigV4, Deployment, Secret
+from providers.base import ApiKey, AwsSigV4, Credentials, Deployment, GoogleServiceAccount, Secret
 from providers.canonical import ANSWER_PARAMS, ChatRequest, params_in_use
+from tests.fakes.google_sa import service_account_json
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
 VALUES: dict[str, Any] = {
@@ -36,9 +37,11 @@ KINDS = sorted(ADAPTERS)
 
 
 def dep(kind: str) -> Deployment:
-    creds = (AwsSigV4("us-east-1", Secret("AKID"), Secret("secret")) if kind == "bedrock"
-             else ApiKey(Secret("k")))
-    model = "anthropic.claude-3-5-haiku-20241022-v1:0" if kind == "bedrock" else "some-model"
+    creds: Credentials = (AwsSigV4("us-east-1", Secret("AKID"), Secret("secret")) if kind == "bedrock"
+                          else GoogleServiceAccount(Secret(service_account_json()), "proj") if kind == "vertex_ai"
+                          else ApiKey(Secret("k")))
+    model = ("anthropic.claude-3-5-haiku-20241022-v1:0" if kind == "bedrock"
+             else "gemini-2.0-flash" if kind == "vertex_ai" else "some-model")
     return Deployment("d", "m", kind, model, api_base="http://upstream/v1" if kind != "bedrock" else "http://br",
                       credentials=creds)
 
@@ -91,6 +94,6 @@ def test_adapters_declare_their_contract() -> None:
         assert not hasattr(adapter, "stream_content_type"), "a dead member is gone"
         creds = adapter.credentials({"api_key": "k", "aws_region_name": "r", "aws_access_key_id": "a",
                                      "aws_secret_access_key": "s"})
-        assert isinstance(creds, (ApiKey, AwsSigV4))
+        assert isinstance(creds, (ApiKey, AwsSigV4, GoogleServiceAccount))
     assert "aws_access_key_id" not in Deployment.__dataclass_fields__, "only Bedrock's credentials carry AWS keys"
     assert MappingProxyType is not None

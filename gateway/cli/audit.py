@@ -5,16 +5,8 @@ from __future__ import annotations
 import argparse
 
 from gateway.cli.format import fmt_time
-from gateway.cli.tasks import (
-    _client,
-    _columns,
-    _common,
-    _console,
-    _print_json,
-    _run,
-    _table,
-    _text,
-)
+from gateway.cli.render import _columns, _console, _table, _text
+from gateway.cli.tasks import _client, _common, _print_json, _run
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -34,7 +26,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = sub.add_parser("audit", help="policy denials, redactions and escalations (admin key)",
                            description="The newest entries of the gateway's policy audit log. "
                                        "Entries never contain request text.")

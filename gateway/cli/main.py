@@ -7,12 +7,13 @@ import math
 import os
 import sys
 import tempfile
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from gateway.config import load as config_mod
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
+ACCESS_LOG_ENV = "TASKGATE_ACCESS_LOG"
 
 
 def log_config(level: str) -> dict[str, object]:
@@ -45,19 +46,58 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  deployments enabled: {len(deployments)}")
     for d in deployments:
         print(f"    {d.id}: {d.kind}/{d.model}")
+    for wild in cfg.wildcards:
+        print(f"    {wild.id}: {wild.params.get('model')} (wildcard '{wild.pattern}': the client's model goes through)")
+    unsupported = [off for off in cfg.disabled if off.cause == "kind"]
     for off in cfg.disabled:
-        print(f"  disabled: {off.id}: {off.reason}")
+        label = "warning: disabled" if off.cause == "kind" else "disabled"
+        print(f"  {label}: {off.id}: {off.reason}")
     print(f"  store: {'embedded at ' + cfg.store.path if cfg.store.url == 'embedded' else 'redis (shared)'}")
     print(f"  auth: {len(cfg.keys)} key(s)" if cfg.keys else "  auth: off (no keys configured)")
-    for name in cfg.ignored_sections:
-        print(f"  note: LiteLLM section '{name}' is accepted and ignored")
+    for note in cfg.notes:
+        print(f"  {'warning (security)' if note.security else 'note'}: {note}")
+    if args.strict and unsupported:
+        print(f"taskgate check --strict: {len(unsupported)} deployment(s) use a provider kind Taskgate cannot "
+              "serve", file=sys.stderr)
+        return 1
     return 0
+
+
+def _deployment_line(dep_id: str, kind: str, model: str, info: Mapping[str, object]) -> str:
+    where = [str(info["region"])] if info.get("region") else []
+    if info.get("open_weight"):
+        where.append("open-weight")
+    return f"{dep_id}: {kind}/{model}" + (f" [{', '.join(where)}]" if where else "")
+
+
+def startup_lines(cfg: config_mod.Config, url: str) -> list[str]:
+    """What ``serve`` prints at start: the models and deployments it serves, the store and auth."""
+    lines = [f"taskgate: config {cfg.source}"]
+    for name in cfg.public_models():
+        deps = "; ".join(_deployment_line(d.id, d.kind, d.model, d.model_info) for d in cfg.groups[name])
+        lines.append(f"  model {name}: {deps}")
+    for wild in cfg.wildcards:
+        lines.append(f"  model {wild.pattern} (wildcard): {wild.id}: {wild.params.get('model')}")
+    if cfg.disabled:
+        lines.append(f"  {len(cfg.disabled)} deployment(s) disabled: `taskgate check` says why")
+    store = f"embedded at {os.path.abspath(cfg.store.path)}" if cfg.store.url == "embedded" else "redis (shared)"
+    lines.append(f"  store: {store}")
+    if cfg.keys:
+        lines.append(f"  auth: on ({len(cfg.keys)} key(s))")
+    else:
+        lines.append(f"  auth: off: anyone who can reach {url} can use it (set auth.keys or a master_key)")
+    lines += [f"  warning (security): {note}" for note in cfg.notes if note.security]
+    lines.append(f"  listening on {url}" + (" (access log on)" if os.environ.get(ACCESS_LOG_ENV) == "1" else ""))
+    return lines
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    if args.access_log:
+        os.environ[ACCESS_LOG_ENV] = "1"
+    print("\n".join(startup_lines(cfg, f"http://{args.host}:{args.port}")), file=sys.stderr, flush=True)
     import uvicorn
 
     from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, StoreError
@@ -95,9 +135,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=DEFAULT_HOST)
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--access-log", action="store_true",
+                       help="one line per request: task, model, deployment, status, cost, milliseconds "
+                            f"(also ${ACCESS_LOG_ENV}=1)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config")
     check.add_argument("--config", help="config file (default: $TASKGATE_CONFIG, else config/gateway.yaml)")
+    check.add_argument("--strict", action="store_true",
+                       help="fail when a deployment uses a provider kind Taskgate cannot serve")
     check.set_defaults(func=cmd_check)
     # --- ledger commands: tasks, tasks show, tasks complete, report (gateway/cli/tasks.py) ---
     from gateway.cli.tasks import add_commands as add_ledger_commands
@@ -107,6 +152,9 @@ def parser() -> argparse.ArgumentParser:
     from gateway.cli.audit import add_command as add_audit_command
 
     add_audit_command(sub)
+    from gateway.cli.demo import add_commands as add_demo_commands
+
+    add_demo_commands(sub)
     return p
 
 

@@ -9,16 +9,12 @@ prints with rich. Every failure ends as one line on stderr and exit code 1
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
 import time
-from decimal import Decimal
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Sequence
-
-if TYPE_CHECKING:
-    from rich.table import Table
+from collections.abc import Callable
+from typing import Any
 
 from gateway.cli.client import DEFAULT_URL, Client, CLIError
 from gateway.cli.format import (
@@ -26,14 +22,23 @@ from gateway.cli.format import (
     _when_arg,
     fmt_ago,
     fmt_int,
-    fmt_iso,
-    fmt_ratio,
     fmt_time,
     fmt_usd,
-    parse_when,  # noqa: F401 - parse_when is re-exported
-    plain,
+    parse_when,  # noqa: F401 - re-exported
+    plain,  # noqa: F401 - re-exported
     to_decimal,
-    usd_amount,
+)
+from gateway.cli.render import (  # noqa: F401 - CSV_HEADER, print_report and write_csv are re-exported
+    CSV_HEADER,
+    WASTE_KINDS,
+    _columns,
+    _console,
+    _full,
+    _table,
+    _text,
+    csv_row,
+    print_report,
+    write_csv,
 )
 
 URL_ENV = "TASKGATE_URL"
@@ -43,15 +48,6 @@ STATUSES = ("open", "succeeded", "failed", "abandoned")
 PAGE_MAX = 200  # the API's largest page
 _STATUS_STYLE = {"open": "cyan", "succeeded": "green", "failed": "red", "abandoned": "yellow"}
 
-# The report's CSV columns, in order; renaming or reordering one breaks finance's imports.
-CSV_HEADER = (
-    "task_type", "period_start", "period_end", "tasks", "succeeded", "failed", "abandoned", "success_rate",
-    "requests", "attempts", "input_tokens", "output_tokens", "cost_usd", "cost_per_succeeded_task_usd",
-    "waste_usd", "waste_retry_usd", "waste_fallback_usd", "waste_cancelled_usd", "waste_failed_task_usd",
-    "waste_abandoned_task_usd", "waste_ratio", "unpriced_attempts", "price_usd", "revenue_usd", "margin_usd",
-    "margin_per_succeeded_task_usd",
-)
-WASTE_KINDS = ("retry", "fallback", "cancelled", "failed_task", "abandoned_task")
 
 
 # --- the commands ----------------------------------------------------------------
@@ -60,33 +56,6 @@ def _client(args: argparse.Namespace) -> Client:
     url = getattr(args, "url", None) or os.environ.get(URL_ENV) or DEFAULT_URL
     key = getattr(args, "key", None) or os.environ.get(KEY_ENV) or None
     return Client(url=url, key=key, tenant=getattr(args, "tenant", None) or None)
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False)
-
-
-def _table(title: str | None = None) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-
-
-def _columns(table: Table, names: Iterable[str], left: Iterable[str] = ()) -> None:
-    """Numbers right-aligned; a narrow terminal folds cells rather than cut an id or an amount short."""
-    left = set(left)
-    for name in names:
-        table.add_column(name, justify="left" if name in left else "right", overflow="fold")
-
-
-def _text(value: Any) -> str:
-    """A value from the gateway, shown literally (a '[' in a name is not rich markup)."""
-    from rich.markup import escape
-
-    return "—" if value is None or value == "" else escape(str(value))
 
 
 def _print_json(obj: Any) -> None:
@@ -110,20 +79,25 @@ def cmd_list(args: argparse.Namespace) -> int:
                      "next_before": page.get("next_before")})
         return 0
     now = time.time()
-    table = _table()
-    _columns(table, ("task", "type", "status", "requests", "tokens in", "tokens out", "cost", "waste", "age",
-                     "ended"), left=("task", "type", "status"))
+    console = _console(getattr(args, "wide", False))
+    full = _full(console, args)
+    table = _table(compact=not full)
+    names = ("task", "type", "status", "requests", "tokens in", "tokens out", "cost", "waste", "age", "ended")
+    _columns(table, names if full else ("task", "type", "status", "cost", "age"), left=("task", "type", "status"),
+             narrow=not full)
     marks: set[str] = set()
     for t in tasks:
         mark = ("*" if t.get("unpriced_attempts") else "") + ("~" if t.get("estimated_attempts") else "")
         marks.update(mark)
         status = t.get("status") or "?"
-        table.add_row(_text(t.get("task_id")), _text(t.get("task_type")),
-                      f"[{_STATUS_STYLE.get(status, '')}]{_text(status)}[/]",
-                      fmt_int(t.get("requests")), fmt_int(t.get("input_tokens")), fmt_int(t.get("output_tokens")),
-                      fmt_usd(t.get("cost_usd"), t.get("cost_picousd")) + mark, fmt_usd(t.get("waste_usd")),
-                      fmt_ago(t.get("created_at"), now), fmt_ago(t.get("ended_at"), now) if t.get("ended_at") else "")
-    console = _console()
+        cells = {"task": _text(t.get("task_id")), "type": _text(t.get("task_type")),
+                 "status": f"[{_STATUS_STYLE.get(status, '')}]{_text(status)}[/]",
+                 "requests": fmt_int(t.get("requests")), "tokens in": fmt_int(t.get("input_tokens")),
+                 "tokens out": fmt_int(t.get("output_tokens")),
+                 "cost": fmt_usd(t.get("cost_usd"), t.get("cost_picousd")) + mark, "waste": fmt_usd(t.get("waste_usd")),
+                 "age": fmt_ago(t.get("created_at"), now),
+                 "ended": fmt_ago(t.get("ended_at"), now) if t.get("ended_at") else ""}
+        table.add_row(*(cells[str(c.header)] for c in table.columns))
     if not tasks:
         console.print("no tasks match")
         return 0
@@ -135,6 +109,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         notes.append("~ includes estimated usage")
     if page.get("has_more"):
         notes.append(f"more: --before {page.get('next_before')!r} or a larger --limit")
+    if not full:
+        notes.append("--wide: every column")
     console.print("; ".join(notes), style="dim")
     return 0
 
@@ -242,70 +218,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         write_csv(sys.stdout, rows, report.get("since"), report.get("until"))
     else:
-        print_report(rows, report.get("since"), report.get("until"))
+        print_report(rows, report.get("since"), report.get("until"), wide=getattr(args, "wide", False))
     return 0
-
-
-def csv_row(row: dict[str, Any], since: float | None, until: float | None) -> list[str]:
-    waste = row.get("waste_usd") or {}
-    money = {k: to_decimal(row.get(k)) for k in ("cost_per_succeeded_task_usd", "price_usd", "revenue_usd",
-                                                   "margin_usd", "margin_per_succeeded_task_usd")}
-    wastes = {k: to_decimal(waste.get(k)) for k in WASTE_KINDS}
-    known = [w for w in wastes.values() if w is not None]
-    values: dict[str, Any] = {
-        **{k: row.get(k) for k in ("task_type", "tasks", "succeeded", "failed", "abandoned", "requests",
-                                   "attempts", "input_tokens", "output_tokens", "unpriced_attempts")},
-        "period_start": fmt_iso(since), "period_end": fmt_iso(until),
-        "success_rate": plain(to_decimal(row.get("success_rate"))),
-        "waste_ratio": plain(to_decimal(row.get("waste_ratio"))),
-        "cost_usd": plain(usd_amount(row.get("cost_usd"), row.get("cost_picousd"))),
-        "waste_usd": plain(sum(known, Decimal(0))) if known else "",
-        **{f"waste_{k}_usd": plain(v) for k, v in wastes.items()},
-        **{k: plain(v) for k, v in money.items()},
-    }
-    return ["" if values.get(col) is None else str(values[col]) for col in CSV_HEADER]
-
-
-def write_csv(out: IO[str], rows: Iterable[dict[str, Any]], since: float | None, until: float | None) -> None:
-    writer = csv.writer(out)
-    writer.writerow(CSV_HEADER)
-    for row in rows:
-        writer.writerow(csv_row(row, since, until))
-
-
-def print_report(rows: Sequence[dict[str, Any]], since: float | None, until: float | None) -> None:
-    console = _console()
-    period = f"{fmt_time(since)} → {fmt_time(until)}"
-    if not rows:
-        console.print(f"no tasks ended between {period}")
-        return
-    priced = any(r.get("price_usd") is not None for r in rows)
-    table = _table(f"tasks by type, {period}")
-    columns = ["task type", "tasks", "succeeded", "failed", "abandoned", "success rate", "cost",
-               "cost / succeeded", "waste", "waste ratio"]
-    if priced:
-        columns += ["price", "revenue", "margin", "margin / succeeded"]
-    _columns(table, columns, left=("task type",))
-    waste_table = _table("waste by reason")
-    _columns(waste_table, ("task type", *(kind.replace("_", " ") for kind in WASTE_KINDS)), left=("task type",))
-    for r in rows:
-        waste = r.get("waste_usd") or {}
-        total = sum((to_decimal(v) or Decimal(0) for v in waste.values()), Decimal(0))
-        cells = [_text(r.get("task_type")), fmt_int(r.get("tasks")), fmt_int(r.get("succeeded")),
-                 fmt_int(r.get("failed")), fmt_int(r.get("abandoned")), fmt_ratio(r.get("success_rate")),
-                 fmt_usd(r.get("cost_usd"), r.get("cost_picousd")) + ("*" if r.get("unpriced_attempts") else ""),
-                 fmt_usd(r.get("cost_per_succeeded_task_usd")), fmt_usd(total), fmt_ratio(r.get("waste_ratio"))]
-        if priced:
-            cells += [fmt_usd(r.get(k)) for k in ("price_usd", "revenue_usd", "margin_usd",
-                                                  "margin_per_succeeded_task_usd")]
-        table.add_row(*cells)
-        waste_table.add_row(_text(r.get("task_type")), *(fmt_usd(waste.get(k)) for k in WASTE_KINDS))
-    console.print(table)
-    console.print(waste_table)
-    notes = ["cost / succeeded counts the cost of every ended task (failed and abandoned too)"]
-    if any(r.get("unpriced_attempts") for r in rows):
-        notes.append("* cost incomplete: some attempts had no price")
-    console.print("; ".join(notes), style="dim")
 
 
 # --- wiring ------------------------------------------------------------------------
@@ -341,7 +255,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tenant", default=argparse.SUPPRESS, help="another tenant's tasks (admin keys only)")
 
 
-def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers ``tasks`` (with ``show`` and ``complete``) and ``report`` on the top-level subparsers."""
     when = "SPEC is a duration ago (30m, 24h, 7d), an ISO date/datetime (local time unless it has an offset) " \
            "or unix seconds."
@@ -354,6 +268,8 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     tasks.add_argument("--before", type=float, metavar="TS", help="pagination cursor (next_before of a --json page)")
     tasks.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="at most N tasks (default 20)")
     tasks.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON")
+    tasks.add_argument("--wide", action="store_true", default=argparse.SUPPRESS,
+                       help="every column, however wide (default: what fits the terminal)")
     _common(tasks)
     tasks.set_defaults(func=_run(cmd_list))
     actions = tasks.add_subparsers(dest="action", metavar="{show,complete}")
@@ -364,9 +280,9 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     _common(show)
     show.set_defaults(func=_run(cmd_show))
 
-    complete = actions.add_parser("complete", help="end a task as succeeded or failed")
+    complete = actions.add_parser("complete", help="end a task as succeeded, failed or abandoned")
     complete.add_argument("task_id", metavar="ID", help="the task id (X-Task-Id)")
-    complete.add_argument("--outcome", required=True, choices=("succeeded", "failed"))
+    complete.add_argument("--outcome", required=True, choices=("succeeded", "failed", "abandoned"))
     complete.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the task's JSON")
     _common(complete)
     complete.set_defaults(func=_run(cmd_complete))
@@ -377,5 +293,6 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     report.add_argument("--since", type=_when_arg, metavar="SPEC", help="period start (default: until - 7d)")
     report.add_argument("--until", type=_when_arg, metavar="SPEC", help="period end (default: now)")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.add_argument("--wide", action="store_true", help="every column, however wide (default: what fits)")
     _common(report)
     report.set_defaults(func=_run(cmd_report))

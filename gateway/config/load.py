@@ -21,16 +21,18 @@ from typing import Any, Mapping
 import yaml
 from pydantic import ValidationError
 
+from gateway.config import litellm as litellm_settings
 from gateway.config import schema as schema
+from gateway.config.deployments import SECRET_KEYS, build_deployment
+from gateway.config.litellm import Note
+from gateway.config.wildcards import Wildcard, captured_env, is_wildcard
 from policies.decide import Policies
 from policies.schema import check_references
-from providers import ADAPTERS, parse_model
+from providers import ADAPTERS, parse_model, unsupported_reason
+from providers.environment import env_defaults
 from providers.base import Deployment
 
 DEFAULT_CONFIG = "config/gateway.yaml"
-SECRET_KEYS = frozenset(
-    {"api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "key", "url", "password"}
-)
 _ENV_WHOLE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 _ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -62,11 +64,13 @@ class MissingEnv(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Disabled:
-    """A deployment that is off because a value it needs is not in the environment."""
+    """A deployment that is off: a value it needs is not in the environment (``cause="env"``), or
+    Taskgate cannot serve its provider kind (``cause="kind"``: ``taskgate check --strict`` fails)."""
 
     model_name: str
     id: str
     reason: str
+    cause: str = "env"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,8 @@ class Config:
     tasks: schema.TasksSection = field(default_factory=schema.TasksSection)
     budgets: schema.BudgetsSection = field(default_factory=schema.BudgetsSection)
     policies: Policies = field(default_factory=Policies)
+    notes: tuple[Note, ...] = ()  # LiteLLM keys translated or ignored, one line each
+    wildcards: tuple[Wildcard, ...] = ()  # model_name "*" / "provider/*" entries, resolved per request
 
     @property
     def spool_dir(self) -> str:
@@ -105,7 +111,8 @@ class Config:
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
-        return tuple(d for group in self.groups.values() for d in group)
+        # each once: fallbacks and aliases put a deployment in more than one group
+        return tuple({d.id: d for group in self.groups.values() for d in group}.values())
 
     def public_models(self) -> list[str]:
         return sorted(name for name, group in self.groups.items() if group)
@@ -165,8 +172,19 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
     return parse(text, source, os.environ if env is None else env)
 
 
+PACKAGED_CONFIG = str(Path(__file__).with_name("default.yaml"))  # the default config, as package data
+
+
 def config_path(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("TASKGATE_CONFIG") or DEFAULT_CONFIG
+    """``--config``, else ``$TASKGATE_CONFIG``, else ``config/gateway.yaml`` or ``taskgate.yaml`` (what
+    ``taskgate init`` writes) in the current directory, else the packaged default config."""
+    found = explicit or os.environ.get("TASKGATE_CONFIG")
+    if found:
+        return found
+    for local in (DEFAULT_CONFIG, "taskgate.yaml"):
+        if Path(local).is_file():
+            return local
+    return PACKAGED_CONFIG
 
 
 def parse(text: str, source: str, env: Mapping[str, str]) -> Config:
@@ -180,11 +198,13 @@ def parse(text: str, source: str, env: Mapping[str, str]) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, [Problem("(document)", "", "the config must be a mapping of sections")])
+    others = sorted(k for k in raw if k in schema.LITELLM_OTHER_SECTIONS)  # LiteLLM's, ignored and listed
+    raw = {k: v for k, v in raw.items() if k not in schema.LITELLM_OTHER_SECTIONS}
     try:
         doc = schema.Document.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, [_problem_from_pydantic(e, raw) for e in exc.errors()]) from None
-    return _build(doc, source, env)
+    return _build(doc, source, env, tuple(litellm_settings.section_note(k) for k in others))
 
 
 def _problem_from_pydantic(err: Any, raw: dict[str, Any]) -> Problem:
@@ -215,14 +235,18 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
     return raw
 
 
-def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
+def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tuple[Note, ...] = ()) -> Config:
+    if doc.environment_variables:  # LiteLLM sets these in its environment: here they resolve this config's refs
+        env = {**env, **{str(k): str(v) for k, v in doc.environment_variables.items() if v is not None}}
     problems: list[Problem] = []
     groups: dict[str, list[Deployment]] = defaultdict(list)
     disabled: list[Disabled] = []
     seen_ids: set[str] = set()
     per_name: dict[str, int] = defaultdict(int)
     all_ids: dict[str, list[str]] = defaultdict(list)  # enabled or not, for reference checks
-    defaults = _deployment_defaults(doc)
+    wildcards: list[Wildcard] = []
+    settings = litellm_settings.read(doc.general_settings, doc.litellm_settings, doc.router_settings)
+    defaults = _deployment_defaults(doc, settings)
     for index, entry in enumerate(doc.model_list):
         where = f"model_list[{index}]"
         dep_id = str(entry.model_info.get("id") or f"{entry.model_name}#{per_name[entry.model_name]}")
@@ -232,15 +256,32 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
             continue
         seen_ids.add(dep_id)
         all_ids[entry.model_name].append(dep_id)
-        groups.setdefault(entry.model_name, [])
+        wildcard = is_wildcard(entry.model_name, entry.litellm_params.model)
+        if not wildcard:
+            groups.setdefault(entry.model_name, [])
         try:
             params = resolve_env(entry.litellm_params.model_dump(exclude_none=True), env)
         except MissingEnv as missing:
             disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing.name} is not set"))
             continue
+        if wildcard:  # resolved per requested model (gateway/config/wildcards.py)
+            priced = _with_pricing(params, doc.pricing.deployments.get(dep_id))
+            wildcards.append(Wildcard(entry.model_name, dep_id, MappingProxyType({**defaults, **priced}),
+                                      MappingProxyType(dict(entry.model_info)), captured_env(env)))
+            continue
+        kind, _ = parse_model(str(params["model"]))
+        if kind not in ADAPTERS:
+            disabled.append(Disabled(entry.model_name, dep_id, unsupported_reason(kind), cause="kind"))
+            continue
+        params, missing_key = env_defaults(kind, params, env)
+        if missing_key:
+            disabled.append(Disabled(entry.model_name, dep_id, f"environment variable {missing_key} is not set "
+                                     f"(the config does not set it; LiteLLM reads it for {kind})"))
+            continue
         params = _with_pricing(params, doc.pricing.deployments.get(dep_id))
         try:
-            groups[entry.model_name].append(_deployment(dep_id, entry, {**defaults, **params}))
+            groups[entry.model_name].append(build_deployment(dep_id, entry.model_name, entry.model_info,
+                                                             {**defaults, **params}))
         except ValueError as exc:
             problems.append(Problem(f"{where}.litellm_params.model", repr(params["model"]), str(exc)))
 
@@ -261,6 +302,17 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         if key in keys:
             problems.append(Problem(f"auth.keys[{index}].key", "'***'", "duplicate key"))
         keys[key] = Tenant(key_entry.tenant, key_entry.admin)
+    if settings.master_key is not None:  # LiteLLM's master key: an admin key, so auth is on
+        try:
+            master = resolve_env(settings.master_key, env)
+        except MissingEnv as missing:  # never load open when the owner locked the proxy
+            problems.append(Problem("general_settings.master_key", "'***'",
+                                    f"environment variable {missing.name} is not set"))
+        else:
+            if not isinstance(master, str) or not master:
+                problems.append(Problem("general_settings.master_key", "'***'", "must be a non-empty string"))
+            else:
+                keys.setdefault(master, Tenant("default", admin=True))
 
     try:
         store = doc.store.model_copy(update={"url": resolve_env(doc.store.url, env),
@@ -271,9 +323,10 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
 
     if problems:
         raise ConfigError(source, problems)
+    final, group_notes = litellm_settings.apply_groups({k: tuple(v) for k, v in groups.items()}, settings)
     return Config(
         source=source,
-        groups=MappingProxyType({k: tuple(v) for k, v in groups.items()}),
+        groups=MappingProxyType(final),
         disabled=tuple(disabled),
         store=store,
         server=doc.server,
@@ -281,7 +334,9 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str]) -> Config:
         ignored_sections=tuple(sorted(doc.litellm_sections())),
         tasks=doc.tasks,
         budgets=doc.budgets,
-        policies=Policies(doc.routing, doc.compliance, MappingProxyType(dict(doc.tenants))),
+        policies=Policies(litellm_settings.routing_with(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
+        notes=notes + settings.notes + tuple(group_notes),
+        wildcards=tuple(wildcards),
     )
 
 
@@ -297,13 +352,22 @@ def _tenant_names(doc: schema.Document) -> list[Problem]:
             for where, name in named if not TENANT_NAME.fullmatch(name)]
 
 
-def _deployment_defaults(doc: schema.Document) -> dict[str, Any]:
-    """``routing.timeouts`` and ``routing.retries`` apply to deployments that set none."""
+def _deployment_defaults(doc: schema.Document, settings: litellm_settings.LiteLLMSettings) -> dict[str, Any]:
+    """``routing.timeouts`` and ``routing.retries`` apply to deployments that set none; where the
+    routing section does not set them, LiteLLM's ``num_retries`` and ``timeout`` do."""
+    out: dict[str, Any] = {}
+    if settings.num_retries is not None:
+        out["max_retries"] = settings.num_retries
+    if settings.timeout is not None:
+        out["timeout"] = settings.timeout
     if doc.routing is None:
-        return {}
+        return out
     t, r = doc.routing.timeouts, doc.routing.retries
-    return {"connect_timeout": t.connect_s, "stream_timeout": t.first_token_s, "timeout": t.total_s,
-            "max_retries": r.max}
+    if "timeouts" in doc.routing.model_fields_set or "timeout" not in out:
+        out.update({"connect_timeout": t.connect_s, "stream_timeout": t.first_token_s, "timeout": t.total_s})
+    if "retries" in doc.routing.model_fields_set or "max_retries" not in out:
+        out["max_retries"] = r.max
+    return out
 
 
 def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | None) -> dict[str, Any]:
@@ -320,31 +384,6 @@ def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | No
         out.setdefault("input_cost_per_token", 0)
         out.setdefault("output_cost_per_token", 0)
     return out
-
-
-def _deployment(dep_id: str, entry: schema.ModelEntry, params: dict[str, Any]) -> Deployment:
-    kind, model = parse_model(params["model"])  # the kind was checked by the schema
-    adapter = ADAPTERS[kind]
-    missing = [name for name in adapter.required_params if not params.get(name)]
-    if missing:
-        raise ValueError(f"a {kind} deployment needs litellm_params.{', '.join(missing)}")
-    return Deployment(
-        id=dep_id,
-        model_name=entry.model_name,
-        kind=kind,
-        model=model,
-        api_base=(params.get("api_base") or None),
-        credentials=adapter.credentials(params),
-        api_version=params.get("api_version"),
-        timeout=float(params.get("timeout", 600.0)),
-        stream_timeout=float(params.get("stream_timeout", params.get("timeout", 60.0))),
-        connect_timeout=float(params.get("connect_timeout", 5.0)),
-        max_retries=int(params.get("max_retries", 0)),
-        model_info=MappingProxyType(dict(entry.model_info)),
-        litellm_params=MappingProxyType(
-            {k: v for k, v in params.items() if k not in SECRET_KEYS}
-        ),
-    )
 
 
 def replace_store(config: Config, store: schema.StoreSection) -> Config:

@@ -13,11 +13,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.schema import ComplianceSection, RoutingSection, TenantPolicy
-from providers import ADAPTERS, parse_model
+from providers import parse_model
 
 # LiteLLM Proxy sections that Taskgate accepts and ignores, so that an existing
 # LiteLLM config loads unchanged.
 LITELLM_SECTIONS = ("litellm_settings", "general_settings", "router_settings", "environment_variables")
+# LiteLLM Proxy's other top-level sections: accepted, ignored and listed (gateway/config/litellm.py).
+LITELLM_OTHER_SECTIONS = frozenset({
+    "guardrails", "policies", "policy_attachments", "pass_through_endpoints", "finetune_settings", "files_settings",
+    "callback_settings", "mcp_servers", "mcp_tools", "credential_list", "agents", "agent_list", "prompts",
+    "vector_store_registry", "search_tools", "sandbox_tools", "assistant_settings", "default_vertex_config",
+    "plugins", "classifier_plugin", "worker_registry",
+})
 
 
 class Strict(BaseModel):
@@ -45,12 +52,12 @@ class LiteLLMParams(BaseModel):
 
     @field_validator("model")
     @classmethod
-    def _has_kind(cls, value: str) -> str:
-        if "/" not in value:
-            raise ValueError("must be '<provider kind>/<model id>', e.g. 'openai/gpt-4o-mini'")
-        kind, _ = parse_model(value)
-        if kind not in ADAPTERS:
-            raise ValueError(f"unknown provider kind '{kind}' (known: {', '.join(sorted(ADAPTERS))})")
+    def _has_id(cls, value: str) -> str:
+        # A bare name is OpenAI's (LiteLLM's default); an unknown kind loads disabled (see load.py).
+        kind, upstream = parse_model(value)
+        if not kind or not upstream.strip():
+            raise ValueError("names no model: use '<provider kind>/<model id>', e.g. 'openai/gpt-4o-mini', "
+                             "or a bare OpenAI model name")
         return value
 
 

@@ -25,7 +25,7 @@ from gateway.errors import (
     error_body,
     error_headers,
 )
-from gateway.ledger.ledger import Ledger
+from gateway.ledger.ledger import OUTCOMES, Ledger
 from gateway.proxy.tasks import TASK_ID
 from gateway.snapshot import CurrentSnapshot
 
@@ -94,11 +94,12 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
         try:
             body = await request.json()
         except ValueError:
-            raise BadRequest("the body must be JSON: {\"outcome\": \"succeeded\" | \"failed\"}",
+            raise BadRequest("the body must be JSON: {\"outcome\": \"succeeded\" | \"failed\" | \"abandoned\"}",
                              code="invalid_json") from None
         outcome = body.get("outcome") if isinstance(body, dict) else None
-        if outcome not in ("succeeded", "failed"):
-            raise BadRequest("'outcome' must be 'succeeded' or 'failed'", param="outcome", code="invalid_outcome")
+        if outcome not in OUTCOMES:  # abandoned: the client gave up (the idle sweep says the same later)
+            raise BadRequest("'outcome' must be 'succeeded', 'failed' or 'abandoned'", param="outcome",
+                             code="invalid_outcome")
         return await ledger.complete(who, task_id, outcome)
 
     @api.get("/v1/tasks/{task_id}")

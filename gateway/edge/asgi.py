@@ -41,6 +41,7 @@ from gateway.proxy.unary import UnaryChat, UnaryEmbeddings
 from gateway.services import Services, close_services, open_services
 from gateway.snapshot import CurrentSnapshot, build_snapshot
 from policies.decide import Decision
+from providers.base import Deployment
 from providers.canonical import ChatRequest
 
 log = logging.getLogger("taskgate")
@@ -263,7 +264,21 @@ class TaskgateApp:
         call, decision = await self._begin(headers, body, CHAT, explain=True)
         out = decision.explain()
         out["task_id"] = call.task.id
+        # each deployment by more than its id: what it is and where it runs
+        group = call.snapshot.config.groups.get(call.model)
+        if group is None:
+            group = (call.snapshot.wildcard_group(call.model) or ((), ()))[0]
+        described = {d.id: describe_deployment(d) for d in (*group, *decision.ordered)}
+        for entry in out["considered"]:
+            entry.update(described.get(entry["deployment"], {}))
+        out["deployments"] = described
         await send_json(send, 200, out, [(b"x-task-id", call.task.id.encode())])
+
+
+def describe_deployment(dep: Deployment) -> dict[str, object]:
+    """A deployment for a reader: kind, upstream model, region and open-weight (never a credential)."""
+    return {"kind": dep.kind, "upstream_model": dep.model, "model_name": dep.model_name,
+            "region": dep.model_info.get("region"), "open_weight": dep.model_info.get("open_weight")}
 
 
 async def _send_error_if_unstarted(send: Send, shape: ErrorShape, err: GatewayError) -> None:

@@ -39,6 +39,7 @@ from gateway.ledger.writer import UNREACHABLE, Op, Writer
 from gateway.store.client import Store, cancel_requested
 
 log = logging.getLogger("taskgate.ledger")
+OUTCOMES = ("succeeded", "failed", "abandoned")  # what a client may end a task as
 UNLIMITED = str(2**62)
 
 

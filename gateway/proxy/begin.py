@@ -44,11 +44,15 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
     try:
         request = front.parse(body)
         group = config.groups.get(model)
+        wild_reasons: tuple[str, ...] = ()
         if group is None:
-            raise NotFound(f"the model '{model}' does not exist; GET /v1/models lists the models",
-                           param="model", code="model_not_found")
+            wild = snapshot.wildcard_group(model)  # model_name "*" or "provider/*"
+            if wild is None:
+                raise NotFound(f"the model '{model}' does not exist; GET /v1/models lists the models",
+                               param="model", code="model_not_found")
+            group, wild_reasons = wild
         if not group:
-            reasons = "; ".join(d.reason for d in config.disabled if d.model_name == model)
+            reasons = "; ".join(wild_reasons or [d.reason for d in config.disabled if d.model_name == model])
             raise ServiceUnavailable(f"the model '{model}' has no enabled deployment: {reasons}",
                                      code="no_deployment")
         budget = task_budget(config, task.type, headers.get("x-task-budget-usd"))

@@ -6,8 +6,9 @@ See the module docstrings for each provider's rules."""
 
 from .azure_fake import AzureFake
 from .bedrock_fake import BedrockFake
+from .gemini_fake import GeminiFake
 from .ollama_fake import OllamaFake
 from .openai_fake import OpenAIFake
 from .server import FakeServer
 
-__all__ = ["FakeServer", "OpenAIFake", "AzureFake", "BedrockFake", "OllamaFake"]
+__all__ = ["FakeServer", "OpenAIFake", "AzureFake", "BedrockFake", "OllamaFake", "GeminiFake"]

@@ -1,6 +1,7 @@
 """Fake OpenAI API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`).
 
-Flavors: "openai" (strict, Bearer key required, `obfuscation` padding on stream chunks),
+``prefix`` is the path the API lives under (``/v1``; a hosted provider's own, such as Groq's
+``/openai/v1``: any other path is a 404). Flavors: "openai" (strict, Bearer key required, `obfuscation` padding on stream chunks),
 "vllm" and "llamacpp" (key optional: api_key=None accepts anything; unknown params
 ignored; llama.cpp always ends a stream with a `choices: []` chunk carrying `usage` and
 `timings`; vLLM honours `stream_options.continuous_usage_stats`)."""
@@ -17,10 +18,12 @@ FLAVORS = ("openai", "vllm", "llamacpp")
 
 
 class OpenAIFake(ChatCompletionsFake):
-    def __init__(self, name: str = "openai", api_key: str | None = "sk-fake", flavor: str = "openai"):
+    def __init__(self, name: str = "openai", api_key: str | None = "sk-fake", flavor: str = "openai",
+                 prefix: str = "/v1"):
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {FLAVORS}")
         super().__init__(name)
+        self.prefix = prefix.rstrip("/")  # where the API lives: /v1, or a hosted provider's path (/openai/v1)
         self.api_key = api_key
         self.flavor = flavor
         self.strict = flavor == "openai"
@@ -28,7 +31,8 @@ class OpenAIFake(ChatCompletionsFake):
         self.models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
 
     async def handle(self, ex: Exchange) -> None:
-        route = (ex.method, ex.path.rstrip("/"))
+        path = ex.path.rstrip("/")
+        route = (ex.method, "/v1" + path[len(self.prefix):] if path.startswith(self.prefix + "/") else path)
         if route not in {("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"), ("GET", "/v1/models")}:
             await self.send_error(ex, 404, f"Invalid URL ({ex.method} {ex.path})", type="invalid_request_error")
             return
