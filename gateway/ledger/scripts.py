@@ -52,8 +52,8 @@ end
 """
 
 # One attempt record: "<keys JSON>\x1e<record JSON>" (see gateway/ledger/encode.py; \x1e, the
-# ASCII record separator, never appears raw in JSON). Returns {0} a duplicate (already
-# counted, or its request was settled as interrupted first), {1} counted, {2, type, cost,
+# ASCII record separator, never appears raw in JSON). Returns 0 a duplicate (already
+# counted, or its request was settled as interrupted first), 1 counted, {2, type, cost,
 # outcome, waste} counted and it ended a one-request task, {-1, reason} refused (nothing written).
 _RECORD_FN = _END_TASK + _VALID + r"""
 local function record(arg)
@@ -66,9 +66,9 @@ local bad = valid(r)
 if bad then return {-1, 'invalid ' .. bad} end
 local k = r.k
 local t = k.task
-if redis.call('EXISTS', k.settledp .. r.request_id) == 1 then return {0} end  -- settled: the estimate stands
+if redis.call('EXISTS', k.settledp .. r.request_id) == 1 then return 0 end  -- settled: the estimate stands
 if not redis.call('SET', k.seenp .. r.request_id .. ':' .. r.attempt, '1', 'NX', 'EX', k.dedup_ttl) then
-  return {0}
+  return 0
 end
 if r.final then
   redis.call('HDEL', k.intents, r.request_id)
@@ -129,13 +129,13 @@ if status ~= 'open' then
   if r.cost ~= '' then redis.call('HINCRBY', agg, p .. 'cost_pusd', r.cost) end
   if r.attempt == 0 then redis.call('HINCRBY', agg, p .. 'requests', 1) end
   redis.call('HINCRBY', agg, p .. 'attempts', 1)
-  return {1}
+  return 1
 end
 if r.end_outcome ~= '' then
   local ended = end_task(k, r.task_id, r.end_outcome, now, r.day, r.retention)
   return {2, ended[1], ended[2], r.end_outcome, ended[3]}
 end
-return {1}
+return 1
 end
 
 local function try_record(line)
@@ -150,8 +150,8 @@ end
 #     isolated, the others count;
 #   '{"intent": true, intents, deadlines, request_id, due}\x1d<record>': what to record if the
 #     request is interrupted (an attempt record as above), kept until ``due`` unless renewed,
-#     and removed by the request's final record: {1};
-#   {"renew": true, deadlines, due, ids}: the leases of requests still in flight: {1}.
+#     and removed by the request's final record: 1;
+#   {"renew": true, deadlines, due, ids}: the leases of requests still in flight: 1.
 # Intents and records share this one call so that a request's intent is always applied
 # before its final record, whatever else the batch holds.
 RECORD = _RECORD_FN + r"""
@@ -163,11 +163,11 @@ for i = 1, #ARGV do
     local a = cjson.decode(string.sub(line, 1, sep - 1))
     redis.call('HSET', a.intents, a.request_id, string.sub(line, sep + 1))
     redis.call('ZADD', a.deadlines, a.due, a.request_id)
-    out[i] = {1}
+    out[i] = 1
   elseif string.sub(line, 1, 9) == '{"renew":' then
     local a = cjson.decode(line)
     for _, id in ipairs(a.ids) do redis.call('ZADD', a.deadlines, 'XX', a.due, id) end
-    out[i] = {1}
+    out[i] = 1
   else
     out[i] = try_record(line)
   end
