@@ -131,6 +131,7 @@ def usd(picousd: int) -> Decimal:
 
 
 def format_usd(picousd: int) -> str:
-    """A cost for a header or JSON: plain decimal, no exponent, up to 12 places."""
-    text = f"{usd(picousd):.12f}".rstrip("0")
+    """A cost for a header or JSON: plain decimal, no exponent, up to 12 places (integer arithmetic)."""
+    whole, frac = divmod(abs(picousd), 1_000_000_000_000)
+    text = f"{'-' if picousd < 0 else ''}{whole}.{frac:012d}".rstrip("0")
     return text + "0" if text.endswith(".") else text

@@ -41,14 +41,24 @@ def task_keys(keys: TenantKeys, task_id: str, period: tuple[str, str]) -> dict[s
             "intents": keys.intents, "deadlines": keys.deadlines}
 
 
-@functools.lru_cache(maxsize=4096)
-def keys_json(tenant: str, task_id: str, period: tuple[str, str], dedup_ttl: int) -> str:
-    """The keys a task's records are written to (the first part of the RECORD script's argument):
-    the same for every record of a task on one day, so made once. The script adds the request id
-    and attempt number to ``seenp`` and ``settledp`` (prefixes from gateway/ledger/keys.py)."""
+@functools.lru_cache(maxsize=256)
+def _tenant_keys_json(tenant: str, period: tuple[str, str], dedup_ttl: int) -> str:
+    """The part of :func:`keys_json` that depends on the tenant and the day only (without its ``{``)."""
     keys = for_tenant(tenant)
-    return orjson.dumps({**task_keys(keys, task_id, period), "seenp": keys.seen_prefix,
-                         "settledp": keys.settled_prefix, "dedup_ttl": dedup_ttl}).decode()
+    rest = task_keys(keys, "", period)
+    del rest["task"], rest["att"]
+    return orjson.dumps({**rest, "seenp": keys.seen_prefix, "settledp": keys.settled_prefix,
+                         "dedup_ttl": dedup_ttl}).decode()[1:]
+
+
+def keys_json(tenant: str, task_id: str, period: tuple[str, str], dedup_ttl: int) -> str:
+    """The keys a task's records are written to (the first part of the RECORD script's argument).
+    The script adds the request id and attempt number to ``seenp`` and ``settledp`` (prefixes from
+    gateway/ledger/keys.py). Task ids and tenant names are validated to characters that JSON
+    never escapes, so the two task keys are joined in as they are."""
+    keys = for_tenant(tenant)
+    return (f'{{"task":"{keys.task(task_id)}","att":"{keys.attempts(task_id)}",'
+            + _tenant_keys_json(tenant, period, dedup_ttl))
 
 
 def record_keys(rec: AttemptRecord, dedup_ttl: int) -> str:

@@ -14,6 +14,7 @@ process is gone into the spool, which the writer replays (idempotently).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -29,6 +30,7 @@ class Journal:
         self.path = self.dir / f"journal-{os.getpid()}.log"
         self._fd: int | None = None
         self._seq = 0
+        self._pending: list[bytes] = []  # lines of this event-loop turn, written together at its end
 
     def _open(self) -> int:
         if self._fd is None:
@@ -37,15 +39,29 @@ class Journal:
         return self._fd
 
     def append(self, script: str, key: str, arg: str) -> int:
+        """Journals one operation. The lines of one event-loop turn go out in one ``write()`` when
+        the turn ends (before any I/O the turn started can complete): one syscall under load."""
         self._seq += 1
-        try:
-            os.write(self._open(), f"{self._seq}\t{script}\t{key}\t{arg}\n".encode())
-        except OSError as exc:  # a full or read-only disk must not fail the request: the queue still has it
-            log.error("ledger journal write failed (%s); this operation is in memory only until written", exc)
+        self._pending.append(f"{self._seq}\t{script}\t{key}\t{arg}\n".encode())
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.write_pending)
+            except RuntimeError:  # no event loop (tools, tests): write now
+                self.write_pending()
         return self._seq
+
+    def write_pending(self) -> None:
+        if not self._pending:
+            return
+        data, self._pending = b"".join(self._pending), []
+        try:
+            os.write(self._open(), data)
+        except OSError as exc:  # a full or read-only disk must not fail the request: the queue still has it
+            log.error("ledger journal write failed (%s); these operations are in memory only until written", exc)
 
     def ack(self, seq: int, idle: bool) -> None:
         """Everything up to ``seq`` is in Redis or the spool; ``idle``: nothing else is queued."""
+        self.write_pending()
         if self._fd is None:
             return
         try:
@@ -57,6 +73,7 @@ class Journal:
             log.error("ledger journal ack failed: %s", exc)
 
     def close(self, clean: bool) -> None:
+        self.write_pending()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
