@@ -1,0 +1,47 @@
+"""The gateway's own store of Responses API responses (``store: true``), in Redis.
+
+A stored response holds the response object (for ``GET /v1/responses/{id}``),
+the canonical conversation up to and including its answer (what
+``previous_response_id`` continues, on any provider), and the task it belonged
+to (so a chain stays one task unless the client names another). Keys are per
+tenant, ``tg:resp:{tenant}:{id}``: another tenant's id reads as not found. Each
+key expires after ``server.responses_retention_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from providers.canonical import ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    response: dict[str, Any]
+    messages: list[ChatMessage]
+    task_id: str
+
+
+def key(tenant: str, response_id: str) -> str:
+    return f"tg:resp:{tenant}:{response_id}"
+
+
+async def save(store: aioredis.Redis, tenant: str, stored: Stored, retention_s: int) -> None:
+    value = orjson.dumps({"response": stored.response, "messages": stored.messages, "task": stored.task_id})
+    await store.set(key(tenant, str(stored.response["id"])), value, ex=retention_s)
+
+
+async def load(store: aioredis.Redis, tenant: str, response_id: str) -> Stored | None:
+    raw = await store.get(key(tenant, response_id))
+    if raw is None:
+        return None
+    data = orjson.loads(raw)
+    return Stored(data["response"], data["messages"], data["task"])
+
+
+async def delete(store: aioredis.Redis, tenant: str, response_id: str) -> bool:
+    return bool(await store.delete(key(tenant, response_id)))
