@@ -247,3 +247,19 @@ def test_model_by_id(client: openai.OpenAI) -> None:
     assert client.models.retrieve("chat-openai").id == "chat-openai"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")
+
+
+def test_metrics_have_a_bounded_api_label(client: openai.OpenAI, claude: anthropic.Anthropic, gateway: Any) -> None:
+    def count(api: str) -> float:
+        text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(f'taskgate_api_requests_total{{api="{api}",status="200"}}'))
+
+    before = {api: count(api) for api in ("chat", "responses", "messages")}
+    client.chat.completions.create(model="chat-openai", messages=[{"role": "user", "content": QUESTION}])
+    client.responses.create(model="chat-openai", input=QUESTION)
+    claude.messages.create(model="chat-openai", max_tokens=10, messages=[{"role": "user", "content": QUESTION}])
+    assert {api: count(api) - before[api] for api in before} == {"chat": 1, "responses": 1, "messages": 1}
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    assert 'taskgate_api_cost_usd_total{api="responses"}' in text
+    assert 'taskgate_requests_total{model="chat-openai",provider="openai",status="200"}' in text  # unchanged series
