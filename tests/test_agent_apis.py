@@ -263,3 +263,41 @@ def test_metrics_have_a_bounded_api_label(client: openai.OpenAI, claude: anthrop
     text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
     assert 'taskgate_api_cost_usd_total{api="responses"}' in text
     assert 'taskgate_requests_total{model="chat-openai",provider="openai",status="200"}' in text  # unchanged series
+
+
+LONG_SYSTEM = "You are a careful assistant who answers in one short sentence every time."  # 13 words
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cache_control_is_accepted_everywhere(claude: anthropic.Anthropic, kind: str) -> None:
+    system = [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}]
+    reply = claude.messages.create(model=f"chat-{kind}", max_tokens=50, system=system,
+                                   messages=[{"role": "user", "content": QUESTION}])
+    assert reply.content[0].text == reply_text(kind)
+
+
+def test_cache_control_becomes_a_bedrock_cache_point_and_is_priced(claude: anthropic.Anthropic, gateway: Any,
+                                                                   fakes: Fakes) -> None:
+    from gateway.accounting.pricing import load_price_map
+    from tests.conftest import BEDROCK_CHAT
+
+    system = [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral", "ttl": "5m"}}]
+    usages = []
+    for _ in range(2):
+        reply = claude.messages.create(model="chat-bedrock", max_tokens=50, system=system,
+                                       messages=[{"role": "user", "content": QUESTION}],
+                                       extra_headers={"X-Task-Id": "t-cache"})
+        usages.append(reply.usage)
+    sent = fakes.bedrock.requests[-1]["json"]
+    assert sent["system"] == [{"text": LONG_SYSTEM}, {"cachePoint": {"type": "default"}}]
+    write, read = usages
+    assert (write.cache_creation_input_tokens, write.cache_read_input_tokens, write.input_tokens) == (13, 0, 4)
+    assert (read.cache_creation_input_tokens, read.cache_read_input_tokens, read.input_tokens) == (0, 13, 4)
+    price = load_price_map()[BEDROCK_CHAT]
+    per = {k: Decimal(str(price[k])) for k in ("input_cost_per_token", "output_cost_per_token",
+                                               "cache_creation_input_token_cost", "cache_read_input_token_cost")}
+    expected = (2 * 4 * per["input_cost_per_token"] + 2 * 7 * per["output_cost_per_token"]
+                + 13 * per["cache_creation_input_token_cost"] + 13 * per["cache_read_input_token_cost"])
+    t = task(gateway, "t-cache")
+    assert t["cost_picousd"] == int(expected * 10**12)
+    assert per["cache_read_input_token_cost"] < per["input_cost_per_token"] < per["cache_creation_input_token_cost"]
