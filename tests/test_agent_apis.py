@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import Fakes, base_config, model_entry
 
-KINDS = ["openai", "azure", "bedrock", "ollama", "vllm", "llamacpp"]
+KINDS = ["openai", "azure", "bedrock", "ollama", "vllm", "llamacpp", "anthropic"]
 INSTRUCTIONS = "You are terse."
 QUESTION = "What is the answer?"
 PROMPT_WORDS = 3 + 4
