@@ -149,7 +149,7 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
 EMBED_AZURE = "text-embedding-3-small"
 BEDROCK_CHAT = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 BEDROCK_EMBED = "amazon.titan-embed-text-v2:0"
-ANTHROPIC_CHAT = "claude-3-5-sonnet-20241022"
+ANTHROPIC_CHAT = "claude-sonnet-4-5-20250929"
 
 
 class Fakes:

@@ -276,28 +276,66 @@ def test_cache_control_is_accepted_everywhere(claude: anthropic.Anthropic, kind:
     assert reply.content[0].text == reply_text(kind)
 
 
-def test_cache_control_becomes_a_bedrock_cache_point_and_is_priced(claude: anthropic.Anthropic, gateway: Any,
-                                                                   fakes: Fakes) -> None:
+@pytest.mark.parametrize("kind", ["bedrock", "anthropic"])
+def test_cache_control_is_cached_upstream_and_priced(claude: anthropic.Anthropic, gateway: Any, fakes: Fakes,
+                                                     kind: str) -> None:
+    """Bedrock: cache_control becomes a cachePoint. Anthropic: it goes as it is. Writes and reads are priced."""
     from gateway.accounting.pricing import load_price_map
-    from tests.conftest import BEDROCK_CHAT
+    from tests.conftest import ANTHROPIC_CHAT, BEDROCK_CHAT
 
     system = [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral", "ttl": "5m"}}]
     usages = []
     for _ in range(2):
-        reply = claude.messages.create(model="chat-bedrock", max_tokens=50, system=system,
+        reply = claude.messages.create(model=f"chat-{kind}", max_tokens=50, system=system,
                                        messages=[{"role": "user", "content": QUESTION}],
-                                       extra_headers={"X-Task-Id": "t-cache"})
+                                       extra_headers={"X-Task-Id": f"t-cache-{kind}"})
         usages.append(reply.usage)
-    sent = fakes.bedrock.requests[-1]["json"]
-    assert sent["system"] == [{"text": LONG_SYSTEM}, {"cachePoint": {"type": "default"}}]
+    sent = fakes.all[kind].requests[-1]["json"]
+    if kind == "bedrock":
+        assert sent["system"] == [{"text": LONG_SYSTEM}, {"cachePoint": {"type": "default"}}]
+    else:
+        assert sent["system"] == system
     write, read = usages
     assert (write.cache_creation_input_tokens, write.cache_read_input_tokens, write.input_tokens) == (13, 0, 4)
     assert (read.cache_creation_input_tokens, read.cache_read_input_tokens, read.input_tokens) == (0, 13, 4)
-    price = load_price_map()[BEDROCK_CHAT]
+    price = load_price_map()[BEDROCK_CHAT if kind == "bedrock" else ANTHROPIC_CHAT]
     per = {k: Decimal(str(price[k])) for k in ("input_cost_per_token", "output_cost_per_token",
                                                "cache_creation_input_token_cost", "cache_read_input_token_cost")}
     expected = (2 * 4 * per["input_cost_per_token"] + 2 * 7 * per["output_cost_per_token"]
                 + 13 * per["cache_creation_input_token_cost"] + 13 * per["cache_read_input_token_cost"])
-    t = task(gateway, "t-cache")
+    t = task(gateway, f"t-cache-{kind}")
     assert t["cost_picousd"] == int(expected * 10**12)
     assert per["cache_read_input_token_cost"] < per["input_cost_per_token"] < per["cache_creation_input_token_cost"]
+
+
+@pytest.mark.parametrize("kind", ["openai", "bedrock", "anthropic"])
+def test_openai_agents_sdk_runs_a_tool_using_agent_as_one_task(gateway: Any, fakes: Fakes, kind: str) -> None:
+    import agents
+
+    fakes.reset()
+    calls: list[dict[str, Any]] = []
+
+    @agents.function_tool
+    def get_weather(city: str, unit: str = "celsius") -> str:
+        """Weather for a city."""
+        calls.append({"city": city, "unit": unit})
+        return "sunny, 21 degrees"
+
+    agents.set_tracing_disabled(True)
+    task_ids: list[str] = []
+
+    async def seen(response: httpx.Response) -> None:
+        if response.request.url.path.endswith("/responses"):
+            task_ids.append(response.headers["x-task-id"])
+
+    client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="no-auth", max_retries=0, timeout=20,
+                                http_client=httpx.AsyncClient(event_hooks={"response": [seen]}))
+    model = agents.OpenAIResponsesModel(model=f"chat-{kind}", openai_client=client)  # the SDK's default API
+    agent = agents.Agent(name="weather", instructions=INSTRUCTIONS, tools=[get_weather], model=model)
+    result = agents.Runner.run_sync(agent, QUESTION)
+    assert result.final_output == reply_text(kind)
+    assert calls == [{"city": "Paris", "unit": "celsius"}]
+    # both model calls of the run are one task, with no header: the tool result joined the task of the call
+    assert len(task_ids) == 2 and task_ids[0] == task_ids[1], task_ids
+    t = task(gateway, task_ids[0])
+    assert t["requests"] == 2 and t["cost_picousd"] > 0, t

@@ -61,6 +61,19 @@ async def run_chat(call: Call, decision: Decision, services: Services, front: Ch
         await AttemptLoop(call, decision, services, UnaryChat(call, services.transport, send, front)).run()
 
 
+async def chained_task(services: Services, tenant: Tenant, body: Mapping[str, Any]) -> str | None:
+    """Without ``previous_response_id``: the task of the response whose function call this
+    request answers (a client that resends the whole conversation each turn)."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return None
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "function_call_output" \
+                and isinstance(item.get("call_id"), str):
+            return await conversations.task_of_call(services.store, tenant.name, item["call_id"])
+    return None
+
+
 async def previous(services: Services, tenant: Tenant, body: Mapping[str, Any]) -> conversations.Stored | None:
     """The stored response that ``previous_response_id`` names, in this tenant's store."""
     prev = body.get("previous_response_id")

@@ -267,8 +267,9 @@ class TaskgateApp:
         body = parse_json_object(raw)
         stored = await agents.previous(services, tenant, body)
         front = ResponsesFront(stored.messages if stored else None)
+        chain = stored.task_id if stored else await agents.chained_task(services, tenant, body)
         call, decision = await begin(snapshot, self.router, services.ledger, tenant, headers, body, front,
-                                     chain=stored.task_id if stored else None)
+                                     chain=chain)
         if body.get("store", True) is not False:
             send = agents.storing_send(send, services, tenant, front, call.task.id,
                                        snapshot.config.server.responses_retention_s)

@@ -6,6 +6,11 @@ the canonical conversation up to and including its answer (what
 to (so a chain stays one task unless the client names another). Keys are per
 tenant, ``tg:resp:{tenant}:{id}``: another tenant's id reads as not found. Each
 key expires after ``server.responses_retention_s``.
+
+A response's function calls are indexed too (``tg:call:{tenant}:{call_id}`` -> task),
+so that a client that sends the whole conversation back each turn (the OpenAI
+Agents SDK's default) keeps its run in one task: a ``function_call_output`` joins
+the task of the response that made the call.
 """
 
 from __future__ import annotations
@@ -32,7 +37,18 @@ def key(tenant: str, response_id: str) -> str:
 
 async def save(store: aioredis.Redis, tenant: str, stored: Stored, retention_s: int) -> None:
     value = orjson.dumps({"response": stored.response, "messages": stored.messages, "task": stored.task_id})
-    await store.set(key(tenant, str(stored.response["id"])), value, ex=retention_s)
+    async with store.pipeline(transaction=False) as pipe:
+        pipe.set(key(tenant, str(stored.response["id"])), value, ex=retention_s)
+        for item in stored.response.get("output") or ():
+            if item.get("type") == "function_call":
+                pipe.set(f"tg:call:{tenant}:{item['call_id']}", stored.task_id, ex=retention_s)
+        await pipe.execute()
+
+
+async def task_of_call(store: aioredis.Redis, tenant: str, call_id: str) -> str | None:
+    """The task of the stored response that made the function call ``call_id``."""
+    found = await store.get(f"tg:call:{tenant}:{call_id}")
+    return found.decode() if isinstance(found, bytes) else found
 
 
 async def load(store: aioredis.Redis, tenant: str, response_id: str) -> Stored | None:

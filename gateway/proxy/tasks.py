@@ -7,7 +7,8 @@ The task id is taken from the first of these that is present:
 3. the ``x-litellm-trace-id`` header (LiteLLM);
 4. ``litellm_session_id`` in the body (LiteLLM);
 5. the task of the stored response that ``previous_response_id`` continues
-   (Responses API), so that a chain of responses is one task;
+   (Responses API), or else of the stored response whose function call the
+   request's ``function_call_output`` answers, so that a chain of responses is one task;
 6. the ``x-claude-code-session-id`` header (Claude Code);
 7. the ``session_id`` inside ``metadata.user_id`` (Claude Code: JSON, or ``..._session_<id>``);
 8. the ``session-id`` header, then ``session_id`` (Codex CLI, current and older);
@@ -68,7 +69,7 @@ def identify(headers: Mapping[str, str], body: Mapping[str, Any] | None, chain: 
         ("metadata.task_id", metadata.get("task_id")),
         ("x-litellm-trace-id header", headers.get("x-litellm-trace-id")),
         ("litellm_session_id", body.get("litellm_session_id")),
-        ("previous_response_id", chain),
+        ("response chain", chain),
         ("x-claude-code-session-id header", headers.get("x-claude-code-session-id")),
         ("metadata.user_id", user_id_session(metadata.get("user_id"))),
         ("session-id header", headers.get("session-id")),
