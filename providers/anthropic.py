@@ -1,6 +1,10 @@
 """Anthropic's own API: ``POST {api_base}/v1/messages`` with ``x-api-key`` and ``anthropic-version``.
 
-Requests are built from the canonical chat body (:mod:`providers.anthropic_wire`);
+Requests are built from the canonical chat body (:mod:`providers.anthropic_wire`),
+except when the client spoke the Messages API itself (``ChatRequest.native``): then
+its body goes as it is (only ``model`` becomes the deployment's), with its
+``anthropic-version`` and ``anthropic-beta``, and the answer's bytes go back unchanged
+(``RawChatResult``, ``RawChunk`` per SSE event, parsed only for usage);
 answers and SSE events (``message_start``, ``content_block_*``, ``message_delta``,
 ``message_stop``, ``ping``, ``error``) become canonical results and events. Usage is
 normalised to OpenAI's semantics: Anthropic's ``input_tokens`` excludes cache reads
@@ -32,6 +36,8 @@ from providers.canonical import (
     EmbeddingsResult,
     Finish,
     FinishReason,
+    RawChatResult,
+    RawChunk,
     ReasoningDelta,
     StreamError,
     StreamEvent,
@@ -64,15 +70,26 @@ class AnthropicAdapter:
         return headers
 
     def chat_request(self, dep: Deployment, req: ChatRequest) -> UpstreamRequest:
-        body = messages_body(req.body, dep.model, req.stream)
+        headers = self._headers(dep)
+        native = req.native
+        if native is not None and native.wire == KIND:
+            body = {**native.body, "model": dep.model}
+            metadata = body.get("metadata")
+            if isinstance(metadata, dict) and set(metadata) - {"user_id"}:  # e.g. Taskgate's own task_id
+                body["metadata"] = {k: v for k, v in metadata.items() if k == "user_id"}
+            headers.update(native.headers)
+        else:
+            body = messages_body(req.body, dep.model, req.stream)
         base = (dep.api_base or DEFAULT_BASE).rstrip("/")
         url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
-        return UpstreamRequest("POST", url, self._headers(dep), orjson.dumps(body))
+        return UpstreamRequest("POST", url, headers, orjson.dumps(body))
 
-    def chat_response(self, dep: Deployment, raw: bytes, passthrough: bool = False) -> ChatResult:
+    def chat_response(self, dep: Deployment, raw: bytes, passthrough: bool = False) -> ChatResult | RawChatResult:
         data = orjson.loads(raw)
         if not isinstance(data, dict) or data.get("type") != "message":
             raise ValueError("Anthropic answered without a message")
+        if passthrough:  # a Messages client: these bytes go to it unchanged
+            return RawChatResult(usage_from_anthropic(data.get("usage")), raw)
         texts, thinking, calls = [], [], []
         for block in data.get("content") or ():
             kind = block.get("type")
@@ -88,7 +105,7 @@ class AnthropicAdapter:
                           tuple(calls), "".join(thinking) or None, str(data.get("id") or "") or None)
 
     def stream_decoder(self, dep: Deployment, passthrough: bool = False) -> "AnthropicStreamDecoder":
-        return AnthropicStreamDecoder()
+        return AnthropicStreamDecoder(passthrough)
 
     def embeddings_request(self, dep: Deployment, req: EmbeddingsRequest) -> UpstreamRequest:
         raise Unsupported(KIND, "embeddings")
@@ -106,7 +123,8 @@ class AnthropicAdapter:
 class AnthropicStreamDecoder:
     """Messages SSE (``event:`` + ``data:`` lines) -> canonical events."""
 
-    def __init__(self) -> None:
+    def __init__(self, passthrough: bool = False) -> None:
+        self.passthrough = passthrough  # emit each event's own bytes (RawChunk), parsed only for usage
         self.usage: Usage | None = None
         self.done = False
         self.text: list[str] = []
@@ -120,12 +138,23 @@ class AnthropicStreamDecoder:
         self._buf = frames.pop()
         out: list[StreamEvent] = []
         for frame in frames:
-            out.extend(self._frame(frame))
+            out.extend(self._raw(frame) if self.passthrough else self._frame(frame))
         return out
 
     def close(self) -> list[StreamEvent]:
         rest, self._buf = self._buf, b""
-        return self._frame(rest) if rest.strip() else []
+        if not rest.strip():
+            return []
+        return self._raw(rest) if self.passthrough else self._frame(rest)
+
+    def _raw(self, frame: bytes) -> list[StreamEvent]:
+        """The event as the upstream sent it; only an error is turned into a StreamError."""
+        if self.done or self._failed:
+            return []
+        events = self._frame(frame)
+        if events and isinstance(events[-1], StreamError):
+            return [events[-1]]
+        return [RawChunk(frame + b"\n\n")] if frame.strip() else []
 
     def _frame(self, frame: bytes) -> list[StreamEvent]:
         if self.done or self._failed:

@@ -339,3 +339,29 @@ def test_openai_agents_sdk_runs_a_tool_using_agent_as_one_task(gateway: Any, fak
     assert len(task_ids) == 2 and task_ids[0] == task_ids[1], task_ids
     t = task(gateway, task_ids[0])
     assert t["requests"] == 2 and t["cost_picousd"] > 0, t
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_messages_to_anthropic_pass_through_unchanged(claude: anthropic.Anthropic, fakes: Fakes, streamed: bool) -> None:
+    """A Messages client on an Anthropic upstream: its body goes as it is (model renamed), with
+    anthropic-beta; the answer's bytes come back unchanged (here: fields the translation never writes)."""
+    from tests.conftest import ANTHROPIC_CHAT
+
+    kwargs: dict[str, Any] = dict(model="chat-anthropic", max_tokens=50, system=INSTRUCTIONS,
+                                  messages=[{"role": "user", "content": QUESTION}],
+                                  metadata={"user_id": "user-1"},
+                                  extra_headers={"anthropic-beta": "fine-grained-tool-streaming-2025-05-14"})
+    if streamed:
+        with claude.messages.stream(**kwargs) as stream:
+            types = [e.type for e in stream]
+            reply = stream.get_final_message()
+        assert types.count("message_stop") == 1 and types.count("message_delta") == 1
+    else:
+        reply = claude.messages.create(**kwargs)
+    sent = fakes.anthropic.requests[-1]
+    assert sent["json"]["model"] == ANTHROPIC_CHAT and "stop_sequences" not in sent["json"]
+    assert sent["json"]["metadata"] == {"user_id": "user-1"} and sent["json"]["system"] == INSTRUCTIONS
+    assert sent["headers"]["anthropic-beta"] == "fine-grained-tool-streaming-2025-05-14"
+    assert reply.content[0].text == reply_text("anthropic")
+    assert reply.model == ANTHROPIC_CHAT  # the upstream's own body: the translation would name the public model
+    assert reply.usage.cache_creation is not None  # only Anthropic writes this breakdown

@@ -134,3 +134,20 @@ def test_responses_input_validation_is_openai_shaped(clean_fakes: Fakes, redis_s
         r = httpx.post(f"{gw.url}/v1/messages", json=body, timeout=10)
         assert r.status_code == 400, (body, r.text)
         assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_redaction_turns_the_anthropic_pass_through_into_a_translation(clean_fakes: Fakes, redis_server: Any,
+                                                                       gateway_factory: Any) -> None:
+    """The client's own body is never sent when policy changed what goes upstream."""
+    fakes = clean_fakes
+    config = base_config(redis_server.url, [model_entry("m", fakes.params("anthropic"), region="us")],
+                         compliance=COMPLIANCE, auth=KEYS)
+    gw = gateway_factory(config)
+    reply = claude(gw).messages.create(model="m", max_tokens=50, messages=[{"role": "user", "content": "mail a@b.co"}])
+    assert reply.content[0].text == "Hello from anthropic the answer is 42."
+    sent = fakes.anthropic.requests[-1]["json"]
+    assert "a@b.co" not in json.dumps(sent) and sent["messages"][0]["content"][0]["type"] == "text"
+    assert reply.model == "m"  # encoded by the gateway, not the upstream's bytes
+    plain = claude(gw).messages.create(model="m", max_tokens=50, messages=[{"role": "user", "content": "hello"}])
+    assert fakes.anthropic.requests[-1]["json"]["messages"] == [{"role": "user", "content": "hello"}]  # as sent
+    assert plain.model != "m"

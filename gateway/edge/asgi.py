@@ -252,8 +252,9 @@ class TaskgateApp:
         await agents.run_chat(call, decision, self.services, CHAT, send, receive)
 
     async def _messages(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
-        call, decision = await self._begin(headers, body, MESSAGES)
-        await agents.run_chat(call, decision, self.services, MESSAGES, send, receive)
+        front = MessagesFront(headers)  # per request: it forwards anthropic-version/-beta to Anthropic
+        call, decision = await self._begin(headers, body, front)
+        await agents.run_chat(call, decision, self.services, front, send, receive)
 
     async def _count_tokens(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
         snapshot = self.snapshots.current

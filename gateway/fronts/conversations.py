@@ -37,11 +37,14 @@ def key(tenant: str, response_id: str) -> str:
 
 async def save(store: aioredis.Redis, tenant: str, stored: Stored, retention_s: int) -> None:
     value = orjson.dumps({"response": stored.response, "messages": stored.messages, "task": stored.task_id})
+    calls = [item["call_id"] for item in stored.response.get("output") or () if item.get("type") == "function_call"]
+    if not calls:  # the common case: one command (a pipeline costs several times more CPU in redis-py)
+        await store.set(key(tenant, str(stored.response["id"])), value, ex=retention_s)
+        return
     async with store.pipeline(transaction=False) as pipe:
         pipe.set(key(tenant, str(stored.response["id"])), value, ex=retention_s)
-        for item in stored.response.get("output") or ():
-            if item.get("type") == "function_call":
-                pipe.set(f"tg:call:{tenant}:{item['call_id']}", stored.task_id, ex=retention_s)
+        for call_id in calls:
+            pipe.set(f"tg:call:{tenant}:{call_id}", stored.task_id, ex=retention_s)
         await pipe.execute()
 
 

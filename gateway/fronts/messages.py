@@ -9,6 +9,7 @@ errors take Anthropic's shape and status codes (:mod:`gateway.fronts.messages_wi
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Mapping
 
 import orjson
@@ -18,7 +19,9 @@ from gateway.fronts.base import Headers
 from gateway.fronts.messages_parse import to_chat
 from gateway.fronts.messages_stream import MessagesStreamEncoder
 from gateway.fronts.messages_wire import STOP_REASONS, error_response, usage_object
-from providers.canonical import ChatRequest, ChatResult, RawChatResult
+from providers.canonical import ChatRequest, ChatResult, NativeBody, RawChatResult
+
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 def new_message_id() -> str:
@@ -34,14 +37,23 @@ def tool_input(arguments: str) -> Any:
 
 
 class MessagesFront:
+    """``headers``: the request's, for the pass-through to an Anthropic upstream (one instance
+    per request then; the shared instance without headers serves errors and count_tokens)."""
+
     name = "messages"
     takes_chat_bytes = False
 
+    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+        self.headers = {h: headers[h] for h in FORWARDED_HEADERS if headers and headers.get(h)}
+
     def parse(self, body: dict[str, Any]) -> ChatRequest:
-        return ChatRequest.of(to_chat(body))
+        request = ChatRequest.of(to_chat(body))
+        return replace(request, native=NativeBody("anthropic", body, self.headers))
 
     def encode_result(self, result: ChatResult | RawChatResult, model: str) -> bytes:
-        assert isinstance(result, ChatResult)  # takes_chat_bytes is False: adapters decode
+        if result.raw is not None:  # an Anthropic upstream's own Messages body (the pass-through)
+            return result.raw
+        assert isinstance(result, ChatResult)
         content: list[dict[str, Any]] = []
         if result.reasoning:
             content.append({"type": "thinking", "thinking": result.reasoning, "signature": ""})

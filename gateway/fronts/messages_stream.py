@@ -41,6 +41,7 @@ class MessagesStreamEncoder:
         self.blocks = 0  # content blocks started
         self.open: str | None = None  # "text", "thinking", or "tool:<index>"
         self.reason: FinishReason = "stop"
+        self.raw = False  # an Anthropic upstream's own events are being handed through
 
     def _start(self) -> bytes:
         if self.started:
@@ -68,6 +69,9 @@ class MessagesStreamEncoder:
         return sse("content_block_delta", {"index": self.blocks - 1, "delta": delta})
 
     def encode(self, events: list[StreamEvent]) -> bytes:
+        if events and isinstance(events[0], bytes):  # RawChunks: the upstream's own Messages events
+            self.raw = self.started = True
+            return b"".join(ev for ev in events if isinstance(ev, bytes))
         out = [self._start()]
         for ev in events:
             if isinstance(ev, TextDelta):
@@ -88,6 +92,8 @@ class MessagesStreamEncoder:
         return b"".join(out)
 
     def finish(self, usage: Usage | None) -> bytes:
+        if self.raw:
+            return b""  # the upstream sent message_delta and message_stop itself
         out = self._start() + self._stop_block()
         delta = {"stop_reason": STOP_REASONS[self.reason], "stop_sequence": None}
         return out + sse("message_delta", {"delta": delta, "usage": usage_object(usage)}) + sse("message_stop", {})

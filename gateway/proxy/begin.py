@@ -72,6 +72,9 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
         err.task_id = task.id
         raise
     redacted = replace(request, body=dict(decision.body))  # type: ignore[arg-type]
+    if isinstance(redacted, ChatRequest) and redacted.native is not None \
+            and decision.body is not request.body and decision.body != request.body:
+        redacted = replace(redacted, native=None)  # policy changed what goes upstream: never the original
     operation = front.name  # the client API: chat, responses, messages or embeddings
     return Call(os.urandom(16).hex(), operation, tenant, task, model, redacted, snapshot, budget), decision
 
