@@ -365,3 +365,52 @@ def test_messages_to_anthropic_pass_through_unchanged(claude: anthropic.Anthropi
     assert reply.content[0].text == reply_text("anthropic")
     assert reply.model == ANTHROPIC_CHAT  # the upstream's own body: the translation would name the public model
     assert reply.usage.cache_creation is not None  # only Anthropic writes this breakdown
+
+
+def test_responses_parameters_are_translated_or_refused(client: openai.OpenAI, fakes: Fakes) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+              "additionalProperties": False}
+    client.responses.create(model="chat-openai", input=QUESTION, max_output_tokens=64, temperature=0.2,
+                            text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
+                            reasoning={"effort": "low"}, tool_choice="none")
+    sent = fakes.openai.requests[-1]["json"]
+    assert sent["response_format"] == {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    assert (sent["max_tokens"], sent["temperature"], sent["reasoning_effort"]) == (64, 0.2, "low")
+    # Ollama has no reasoning effort: refused, never dropped (the honest contract)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="chat-ollama", input=QUESTION, reasoning={"effort": "high"})
+    assert "reasoning_effort" in refused.value.message
+    assert fakes.ollama.requests == []
+
+
+def test_images_reach_the_upstream_from_both_apis(client: openai.OpenAI, claude: anthropic.Anthropic,
+                                                  fakes: Fakes) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    client.responses.create(model="chat-bedrock", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{png}"}]}])
+    blocks = fakes.bedrock.requests[-1]["json"]["messages"][0]["content"]
+    assert blocks[0] == {"text": "What is this?"} and blocks[1]["image"]["format"] == "png"
+    claude.messages.create(model="chat-openai", max_tokens=20, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+        {"type": "text", "text": "What is this?"}]}])
+    parts = fakes.openai.requests[-1]["json"]["messages"][0]["content"]
+    assert parts[0] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}
+
+
+@pytest.mark.parametrize("api", ["responses", "messages"])
+def test_a_stream_cut_mid_way_ends_with_the_apis_failure_event(client: openai.OpenAI, claude: anthropic.Anthropic,
+                                                               fakes: Fakes, api: str) -> None:
+    fakes.openai.fail("midstream_error")
+    if api == "responses":
+        events = list(client.responses.create(model="chat-openai", input=QUESTION, stream=True))
+        assert events[-1].type == "response.failed" and events[-1].response.error.message
+        assert "response.completed" not in [e.type for e in events]
+    else:
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            with claude.messages.stream(model="chat-openai", max_tokens=20,
+                                        messages=[{"role": "user", "content": QUESTION}]) as stream:
+                for _ in stream:
+                    pass
+        assert failed.value.body["error"]["type"] == "api_error"

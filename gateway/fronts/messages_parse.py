@@ -205,7 +205,9 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+        choice = _tool_choice(body["tool_choice"])
+        if "tools" in chat or choice not in ("auto", "none"):  # without tools, auto and none mean nothing
+            chat["tool_choice"] = choice
     stops = body.get("stop_sequences")
     if stops:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):

@@ -174,7 +174,9 @@ def to_chat(body: Mapping[str, Any], history: list[ChatMessage]) -> dict[str, An
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+        choice = _tool_choice(body["tool_choice"])
+        if "tools" in chat or choice not in ("auto", "none"):  # without tools, auto and none mean nothing
+            chat["tool_choice"] = choice
     limit = body.get("max_output_tokens")
     if limit is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
