@@ -4,7 +4,9 @@
 
 The real ASGI app and services with a scripted OpenAI-compatible upstream
 (tests/inproc.py) and a private redis-server; CPU time of this process
-(``time.process_time``) per request, unary and streamed (7 content chunks + usage).
+(``time.process_time``) per request, unary and streamed (7 content chunks + usage),
+one request at a time and 16 at a time (the ledger batches its writes under load;
+one at a time, every request's await on Redis lets it flush a batch of one).
 Responses runs with ``store: true`` (the default: one Redis write per response)
 and ``store: false``.
 """
@@ -65,15 +67,16 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-async def measure(h: Harness, path: str, body: dict[str, Any], stream: bool, n: int) -> float:
+async def measure(h: Harness, path: str, body: dict[str, Any], stream: bool, n: int, concurrency: int = 1) -> float:
+    """CPU µs per request over ``n`` requests, ``concurrency`` at a time."""
     body = {**body, "stream": stream} if stream else body
     h.transport.steps.extend((stream_step() if stream else unary_step()) for _ in range(n))
     gc.collect()
     t0 = time.process_time()
-    for _ in range(n):
-        r = await h.call(path, body)
-        assert r.status == 200, r.body
-    return (time.process_time() - t0) / n * 1e6
+    for _ in range(n // concurrency):
+        for r in await asyncio.gather(*(h.call(path, body) for _ in range(concurrency))):
+            assert r.status == 200, r.body
+    return (time.process_time() - t0) / (n // concurrency * concurrency) * 1e6
 
 
 async def main(n: int) -> None:
@@ -81,12 +84,14 @@ async def main(n: int) -> None:
     redis.start()
     try:
         async with Harness(CONFIG, redis.url) as h:
-            for stream in (False, True):
+            for stream, concurrency in ((False, 1), (True, 1), (False, 16), (True, 16)):
                 for path, body in CASES.values():  # warm up every path
-                    await measure(h, path, body, stream, 50)
-                results = {name: await measure(h, path, body, stream, n) for name, (path, body) in CASES.items()}
+                    await measure(h, path, body, stream, 48, concurrency)
+                results = {name: await measure(h, path, body, stream, n, concurrency)
+                           for name, (path, body) in CASES.items()}
                 chat = results["chat"]
-                print(f"\n{'streamed' if stream else 'unary'} (N={n}, CPU µs per request, gateway process)")
+                print(f"\n{'streamed' if stream else 'unary'}, {concurrency} at a time "
+                      f"(N={n}, CPU µs per request, gateway process)")
                 for name, us in results.items():
                     print(f"  {name:26s} {us:8.0f} µs   {us / chat:4.2f}x chat")
     finally:
