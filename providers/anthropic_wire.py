@@ -166,5 +166,8 @@ def usage_from_anthropic(u: Mapping[str, Any] | None, prior: Usage | None = None
     plain = int(u["input_tokens"] or 0) if "input_tokens" in u \
         else base.input_tokens - base.cached_input_tokens - base.cache_write_tokens
     output = int(u["output_tokens"] or 0) if "output_tokens" in u else base.output_tokens
+    split = u.get("cache_creation")
+    write_1h = int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, Mapping) \
+        else base.cache_write_1h_tokens
     return Usage(input_tokens=plain + read + write, output_tokens=output, cached_input_tokens=read,
-                 cache_write_tokens=write)
+                 cache_write_tokens=write, cache_write_1h_tokens=min(write_1h, write))

@@ -51,9 +51,8 @@ class MessagesFront:
         return replace(request, native=NativeBody("anthropic", body, self.headers))
 
     def encode_result(self, result: ChatResult | RawChatResult, model: str) -> bytes:
-        if result.raw is not None:  # an Anthropic upstream's own Messages body (the pass-through)
+        if isinstance(result, RawChatResult):  # an Anthropic upstream's own Messages body (the pass-through)
             return result.raw
-        assert isinstance(result, ChatResult)
         content: list[dict[str, Any]] = []
         if result.reasoning:
             content.append({"type": "thinking", "thinking": result.reasoning, "signature": ""})

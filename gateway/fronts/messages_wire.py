@@ -28,6 +28,8 @@ def usage_object(u: Usage | None) -> dict[str, Any]:
     u = u or Usage()
     return {"input_tokens": max(0, u.input_tokens - u.cached_input_tokens - u.cache_write_tokens),
             "cache_creation_input_tokens": u.cache_write_tokens, "cache_read_input_tokens": u.cached_input_tokens,
+            "cache_creation": {"ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
+                               "ephemeral_1h_input_tokens": u.cache_write_1h_tokens},
             "output_tokens": u.output_tokens}
 
 
