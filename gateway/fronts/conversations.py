@@ -16,12 +16,15 @@ the task of the response that made the call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from providers.canonical import ChatMessage
+
+Store = Union[aioredis.Redis, RedisCluster]  # as gateway.store.client has it (fronts do not import gateway.store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,7 @@ def key(tenant: str, response_id: str) -> str:
     return f"tg:resp:{tenant}:{response_id}"
 
 
-async def save(store: aioredis.Redis, tenant: str, stored: Stored, retention_s: int) -> None:
+async def save(store: Store, tenant: str, stored: Stored, retention_s: int) -> None:
     value = orjson.dumps({"response": stored.response, "messages": stored.messages, "task": stored.task_id})
     calls = [item["call_id"] for item in stored.response.get("output") or () if item.get("type") == "function_call"]
     if not calls:  # the common case: one command (a pipeline costs several times more CPU in redis-py)
@@ -48,13 +51,13 @@ async def save(store: aioredis.Redis, tenant: str, stored: Stored, retention_s: 
         await pipe.execute()
 
 
-async def task_of_call(store: aioredis.Redis, tenant: str, call_id: str) -> str | None:
+async def task_of_call(store: Store, tenant: str, call_id: str) -> str | None:
     """The task of the stored response that made the function call ``call_id``."""
     found = await store.get(f"tg:call:{tenant}:{call_id}")
     return found.decode() if isinstance(found, bytes) else found
 
 
-async def load(store: aioredis.Redis, tenant: str, response_id: str) -> Stored | None:
+async def load(store: Store, tenant: str, response_id: str) -> Stored | None:
     raw = await store.get(key(tenant, response_id))
     if raw is None:
         return None
@@ -62,5 +65,5 @@ async def load(store: aioredis.Redis, tenant: str, response_id: str) -> Stored |
     return Stored(data["response"], data["messages"], data["task"])
 
 
-async def delete(store: aioredis.Redis, tenant: str, response_id: str) -> bool:
+async def delete(store: Store, tenant: str, response_id: str) -> bool:
     return bool(await store.delete(key(tenant, response_id)))
