@@ -6,6 +6,7 @@ Adding a provider means adding a module and one line to :data:`ADAPTERS`.
 from __future__ import annotations
 
 from providers.adapter import Adapter
+from providers.anthropic import AnthropicAdapter
 from providers.azure import AzureAdapter
 from providers.base import Deployment, Usage
 from providers.bedrock import BedrockAdapter
@@ -29,12 +30,12 @@ ADAPTERS: dict[str, Adapter] = {
     "demo": DemoAdapter(),  # the quick start's deterministic test double (providers/demo.py)
     # the hosted providers that speak OpenAI's wire: one table (providers/hosted.py), one adapter
     **{h.kind: HostedAdapter(h) for h in HOSTED},
+    "anthropic": AnthropicAdapter(),
 }
 
 # Kinds LiteLLM knows that Taskgate does not serve: their deployments load disabled with this reason.
 UNSUPPORTED = {
     "text-completion-openai": "OpenAI's legacy completions API (/v1/completions) is not served",
-    "anthropic": "the Anthropic Messages adapter is not in this build",
     "sagemaker": "SageMaker endpoints are not supported yet",
     "cohere": "Cohere's API is not supported yet",
     "cohere_chat": "Cohere's API is not supported yet",

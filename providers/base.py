@@ -110,6 +110,7 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0  # cache reads, part of input_tokens
     cache_write_tokens: int = 0  # cache writes, part of input_tokens
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL (Anthropic)
     reasoning_tokens: int = 0  # part of output_tokens
 
     @property

@@ -26,7 +26,7 @@ class ConverseMessage(TypedDict):
 
 class ConverseRequest(TypedDict, total=False):
     messages: list[ConverseMessage]
-    system: list[dict[str, str]]
+    system: list[dict[str, Any]]
     inferenceConfig: dict[str, Any]  # maxTokens, temperature, topP, stopSequences
     toolConfig: dict[str, Any]  # tools: [{toolSpec}], toolChoice
 
@@ -115,15 +115,26 @@ def converse_body(body: Mapping[str, Any]) -> ConverseRequest:
     return out
 
 
-def _messages(messages: list[Any]) -> tuple[list[dict[str, str]], list[ConverseMessage]]:
-    system: list[dict[str, str]] = []
+CACHE_POINT = {"cachePoint": {"type": "default"}}  # after a part that carries Anthropic's ``cache_control``
+
+
+def _cache_point(part: Any) -> bool:
+    return isinstance(part, Mapping) and isinstance(part.get("cache_control"), Mapping)
+
+
+def _messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[ConverseMessage]]:
+    system: list[dict[str, Any]] = []
     turns: list[ConverseMessage] = []
     for message in messages:
         if not isinstance(message, Mapping):
             raise unsupported("a message that is not an object")
         role = message.get("role")
         if role in _SYSTEM_ROLES:
-            system.extend({"text": t} for t in _texts(message.get("content")))
+            content = message.get("content")
+            for part in content if isinstance(content, list) else [content]:
+                system.extend({"text": t} for t in _texts(part if part is None or isinstance(part, str) else [part]))
+                if _cache_point(part) and system:
+                    system.append(dict(CACHE_POINT))
             continue
         if role == "user":
             blocks = _content_blocks(message.get("content"))
@@ -168,6 +179,8 @@ def _content_blocks(content: Any) -> list[dict[str, Any]]:
         if kind == "text":
             if part.get("text"):  # Converse rejects blank text blocks
                 blocks.append({"text": part["text"]})
+            if _cache_point(part) and blocks:
+                blocks.append(dict(CACHE_POINT))
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url")))
         else:

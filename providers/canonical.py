@@ -91,12 +91,30 @@ def params_in_use(body: Mapping[str, Any]) -> frozenset[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class NativeBody:
+    """The client's own request in a provider's wire, for an adapter of that kind
+    (``wire`` == ``Adapter.kind``) to send as it is: the Messages API's body to an
+    Anthropic upstream. Dropped when policy changed the canonical body (redaction)."""
+
+    wire: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. anthropic-version, anthropic-beta
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One chat request in canonical form."""
 
     body: ChatBody
     stream: bool = False
     params: frozenset[str] = frozenset()  # answer-changing parameters in use (params_in_use)
+    native: NativeBody | None = None
+
+    def hands_through(self, kind: str, chat_bytes: bool) -> bool:
+        """Whether an adapter of ``kind`` hands the upstream's bytes to the client unchanged:
+        Chat Completions bytes (``chat_bytes``: the adapter and the front both speak them),
+        or the client's own wire when the request carries it for this kind."""
+        return chat_bytes or (self.native is not None and self.native.wire == kind)
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> "ChatRequest":

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.fakes import AzureFake, BedrockFake, OllamaFake, OpenAIFake
+from tests.fakes import AnthropicFake, AzureFake, BedrockFake, OllamaFake, OpenAIFake
 from tests.procs import ManagedProcess, http_status, redis_ping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +149,7 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
 EMBED_AZURE = "text-embedding-3-small"
 BEDROCK_CHAT = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 BEDROCK_EMBED = "amazon.titan-embed-text-v2:0"
+ANTHROPIC_CHAT = "claude-sonnet-4-5-20250929"
 
 
 class Fakes:
@@ -160,11 +161,12 @@ class Fakes:
         self.ollama = OllamaFake(name="ollama", models=("llama3.2", "nomic-embed-text"))
         self.vllm = OpenAIFake(name="vllm", api_key=None, flavor="vllm")
         self.llamacpp = OpenAIFake(name="llamacpp", api_key=None, flavor="llamacpp")
+        self.anthropic = AnthropicFake(name="anthropic", api_key="sk-ant-fake")
 
     @property
     def all(self) -> dict[str, Any]:
         return {"openai": self.openai, "azure": self.azure, "bedrock": self.bedrock, "ollama": self.ollama,
-                "vllm": self.vllm, "llamacpp": self.llamacpp}
+                "vllm": self.vllm, "llamacpp": self.llamacpp, "anthropic": self.anthropic}
 
     def reset(self) -> None:
         for fake in self.all.values():
@@ -185,6 +187,8 @@ class Fakes:
                     "aws_access_key_id": "AKIDFAKE", "aws_secret_access_key": "fake-secret"}
         if which == "ollama":
             return {"model": "ollama_chat/" + ("nomic-embed-text" if embeddings else "llama3.2"), "api_base": f.url}
+        if which == "anthropic":
+            return {"model": "anthropic/" + ANTHROPIC_CHAT, "api_base": f.url, "api_key": "sk-ant-fake"}
         return {"model": "hosted_vllm/" + ("e5-small" if embeddings else "qwen2.5-7b"), "api_base": f.url + "/v1"}
 
 

@@ -46,6 +46,9 @@ def _build_facts() -> tuple[str, str, str]:
     return __version__, platform.python_version(), litellm
 
 
+APIS = frozenset({"chat", "responses", "messages", "embeddings"})  # the ``api`` label's values
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -71,6 +74,12 @@ class Metrics:
                                ["model", "provider"], registry=r)
         self.fallbacks = Counter("taskgate_fallbacks", "Attempts that moved on to the next deployment",
                                  ["model", "provider"], registry=r)
+        # by client API (bounded: chat, responses, messages, embeddings); a new series, so the
+        # contract's series and the dashboards built on them keep their labels
+        self.api_requests = Counter("taskgate_api_requests", "Upstream attempts by client API and outcome status",
+                                    ["api", "status"], registry=r)
+        self.api_cost = Counter("taskgate_api_cost_usd", "Cost of upstream attempts in USD by client API", ["api"],
+                                registry=r)
         self.waste = Counter("taskgate_waste_usd", "Cost that bought nothing, by reason", ["reason"], registry=r)
         self.policy_decisions = Counter("taskgate_policy_decisions", "Routing and compliance decisions",
                                         ["policy", "decision"], registry=r)
@@ -112,6 +121,8 @@ class Metrics:
         else:
             status = str(rec.status) if rec.outcome == "ok" else rec.outcome
             self.requests.labels(model, provider, status).inc()
+        api = rec.operation if rec.operation in APIS else "other"
+        self.api_requests.labels(api, str(rec.status) if rec.outcome == "ok" else rec.outcome).inc()
         duration.observe(rec.duration_s)
         if rec.ttft_s is not None:
             self.ttft.labels(model, provider).observe(rec.ttft_s)
@@ -135,6 +146,7 @@ class Metrics:
         elif rec.cost_picousd:
             cost = rec.cost_picousd / 1e12  # a float is fine for a metric; the ledger keeps exact integers
             cost_total.inc(cost)
+            self.api_cost.labels(api).inc(cost)
             if rec.waste_reason:
                 self.waste.labels(rec.waste_reason).inc(cost)
 

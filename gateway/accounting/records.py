@@ -16,7 +16,7 @@ class AttemptRecord:
     task_id: str
     task_type: str
     tenant: str
-    operation: str  # "chat" or "embeddings"
+    operation: str  # the client API (front): chat, responses, messages or embeddings
     model: str  # the public model name
     deployment: str  # deployment id
     provider: str  # provider kind

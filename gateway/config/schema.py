@@ -93,6 +93,8 @@ class ServerSection(Strict):
     # in flight run for up to this long, then are cut (and recorded). Kubernetes'
     # terminationGracePeriodSeconds must exceed it (docs/SCALING.md).
     drain_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # how long a stored Responses API response (store: true) is kept for previous_response_id and GET
+    responses_retention_s: int = Field(default=30 * 86400, ge=1)
 
 
 Money = Decimal

@@ -73,6 +73,14 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
                 for name in snapshots.config.public_models()]
         return {"object": "list", "data": data}
 
+    @api.get("/v1/models/{model_id:path}")
+    @api.get("/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> dict[str, Any]:
+        tenant_of(request)
+        if model_id not in snapshots.config.public_models():
+            raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+        return {"id": model_id, "object": "model", "created": STARTED, "owned_by": "taskgate"}
+
     def scope_tenant(request: Request, tenant: str | None) -> str:
         """The caller's tenant; an admin may name another with ``?tenant=``."""
         caller = tenant_of(request)

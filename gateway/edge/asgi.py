@@ -25,40 +25,39 @@ from gateway.accounting.metrics import Metrics
 from gateway.config import load as config_mod
 from gateway.config.load import Config
 from gateway.config.reload import ConfigWatcher
+from gateway.edge import agents
+from gateway.edge.agents import shutting_down
 from gateway.edge.auth import authenticate
 from gateway.edge.http import headers_of, parse_json_object, read_body, send_json
-from gateway.errors import GatewayError, ServiceUnavailable, internal_error
+from gateway.errors import GatewayError, internal_error
 from gateway.fronts.base import ChatFront, EmbeddingsFront, Headers
 from gateway.fronts.chat import ChatCompletionsFront
 from gateway.fronts.embeddings import OpenAIEmbeddingsFront
+from gateway.fronts.messages import MessagesFront
+from gateway.fronts.responses import ResponsesFront
 from gateway.proxy.attempts import AttemptLoop
 from gateway.proxy.begin import begin
 from gateway.proxy.call import Call
 from gateway.proxy.respond import Receive, Send
 from gateway.proxy.router import Router
-from gateway.proxy.streaming import StreamChat, until_disconnect
-from gateway.proxy.unary import UnaryChat, UnaryEmbeddings
+from gateway.proxy.unary import UnaryEmbeddings
 from gateway.services import Services, close_services, open_services
 from gateway.snapshot import CurrentSnapshot, build_snapshot
 from policies.decide import Decision
 from providers.base import Deployment
-from providers.canonical import ChatRequest
 
 log = logging.getLogger("taskgate")
 
 CHAT = ChatCompletionsFront()
 EMBEDDINGS = OpenAIEmbeddingsFront()
+MESSAGES = MessagesFront()
+RESPONSES_PREFIX = "/v1/responses/"
 
 Handler = Callable[[Mapping[str, str], bytes, Send, Receive], Awaitable[None]]
 # The lifespan shutdown (ledger flush, then spool) never takes longer than this; the ledger
 # writer's own flush gives up after 15 s and spools what is left (gateway/ledger/writer.py).
 STOP_BOUND_S = 20.0
 
-
-def shutting_down() -> GatewayError:
-    """What a request cut at the drain deadline gets (an error response, or in-band on a stream)."""
-    return ServiceUnavailable("the gateway is shutting down and this request ran past its drain timeout "
-                              "(server.drain_timeout_s); retry it", code="shutting_down", retry_after=1)
 
 
 class ErrorShape(Protocol):
@@ -84,6 +83,10 @@ class TaskgateApp:
             ("POST", "/v1/embeddings"): (self._embeddings, EMBEDDINGS),
             ("POST", "/embeddings"): (self._embeddings, EMBEDDINGS),
             ("POST", "/v1/route/explain"): (self._explain, CHAT),
+            ("POST", "/v1/responses"): (self._responses, CHAT),
+            ("POST", "/responses"): (self._responses, CHAT),
+            ("POST", "/v1/messages"): (self._messages, MESSAGES),
+            ("POST", "/v1/messages/count_tokens"): (self._count_tokens, MESSAGES),
         }
 
     # --- lifetime ------------------------------------------------------------------
@@ -170,6 +173,12 @@ class TaskgateApp:
             if hot is not None:
                 await self._serve(hot[0], hot[1], scope, receive, send)
                 return
+            path = scope["path"]
+            if path.startswith(RESPONSES_PREFIX) and scope["method"] in ("GET", "DELETE") \
+                    and "/" not in path[len(RESPONSES_PREFIX):]:
+                await self._serve(self._stored_response(scope["method"], path[len(RESPONSES_PREFIX):]), CHAT,
+                                  scope, receive, send)
+                return
             if scope["path"] in ("/healthz", "/readyz") and scope["method"] == "GET":
                 await self._health(scope["path"], send)
                 return
@@ -239,19 +248,43 @@ class TaskgateApp:
                            front, explain=explain)
 
     async def _chat(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
-        services = self.services
         call, decision = await self._begin(headers, body, CHAT)
-        if isinstance(call.request, ChatRequest) and call.request.stream:
-            exchange = StreamChat(call, services.transport, send, CHAT)
-            try:
-                await until_disconnect(receive, AttemptLoop(call, decision, services, exchange).run())
-            except asyncio.CancelledError:
-                if not exchange.started_response:
-                    raise
-                log.warning("a stream was cut at the drain deadline (server.drain_timeout_s)")
-                await exchange.abort_in_band(shutting_down())  # the stream ends with an error event
-        else:
-            await AttemptLoop(call, decision, services, UnaryChat(call, services.transport, send, CHAT)).run()
+        await agents.run_chat(call, decision, self.services, CHAT, send, receive)
+
+    async def _messages(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
+        front = MessagesFront(headers)  # per request: it forwards anthropic-version/-beta to Anthropic
+        call, decision = await self._begin(headers, body, front)
+        await agents.run_chat(call, decision, self.services, front, send, receive)
+
+    async def _count_tokens(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
+        snapshot = self.snapshots.current
+        authenticate(headers, snapshot.config.keys)
+        await agents.count_message_tokens(parse_json_object(body), snapshot.config.groups, send)
+
+    async def _responses(self, headers: Mapping[str, str], raw: bytes, send: Send, receive: Receive) -> None:
+        """``POST /v1/responses``: like chat, plus the stored conversation (see :mod:`gateway.edge.agents`)."""
+        services, snapshot = self.services, self.snapshots.current
+        tenant = authenticate(headers, snapshot.config.keys)
+        body = parse_json_object(raw)
+        stored = await agents.previous(services, tenant, body)
+        front = ResponsesFront(stored.messages if stored else None)
+        chain = stored.task_id if stored else await agents.chained_task(services, tenant, body)
+        call, decision = await begin(snapshot, self.router, services.ledger, tenant, headers, body, front,
+                                     chain=chain)
+        if body.get("store", True) is not False:
+            send = agents.storing_send(send, services, tenant, front, call.task.id,
+                                       snapshot.config.server.responses_retention_s)
+        await agents.run_chat(call, decision, services, front, send, receive)
+
+    def _stored_response(self, method: str, response_id: str) -> Handler:
+        """``GET`` / ``DELETE /v1/responses/{id}``, in the caller's tenant only."""
+        async def handle(headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
+            tenant = authenticate(headers, self.snapshots.current.config.keys)
+            if method == "GET":
+                await agents.get_response(self.services, tenant, response_id, send)
+            else:
+                await agents.delete_response(self.services, tenant, response_id, send)
+        return handle
 
     async def _embeddings(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
         services = self.services

@@ -41,7 +41,7 @@ class StreamEncoder(Protocol):
 
 
 class ChatFront(Protocol):
-    """A client API that asks for chat: Chat Completions, and (later) Responses and Messages."""
+    """A client API that asks for chat: Chat Completions, Responses and Messages."""
 
     name: str
     takes_chat_bytes: bool  # True: an OpenAI-compatible upstream's bytes may go to the client unchanged

@@ -33,14 +33,15 @@ MAX_BUDGET_DIGITS = 40  # a budget header longer than this is not a budget
 
 async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tenant, headers: Mapping[str, str],
                 body: dict[str, Any], front: ChatFront | EmbeddingsFront, *,
-                explain: bool = False) -> tuple[Call, Decision]:
+                explain: bool = False, chain: str | None = None) -> tuple[Call, Decision]:
     """The Call and its route, for an authenticated ``tenant``'s parsed ``body``.
-    ``explain`` (``/v1/route/explain``) decides in full and neither counts, audits nor denies."""
+    ``explain`` (``/v1/route/explain``) decides in full and neither counts, audits nor denies.
+    ``chain``: the task of the stored response that a Responses request continues."""
     config = snapshot.config
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model", code="missing_model")
-    task = tasks.identify(headers, body)
+    task = tasks.identify(headers, body, chain)
     try:
         request = front.parse(body)
         group = config.groups.get(model)
@@ -71,7 +72,10 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
         err.task_id = task.id
         raise
     redacted = replace(request, body=dict(decision.body))  # type: ignore[arg-type]
-    operation = "chat" if isinstance(request, ChatRequest) else "embeddings"
+    if isinstance(redacted, ChatRequest) and redacted.native is not None \
+            and decision.body is not request.body and decision.body != request.body:
+        redacted = replace(redacted, native=None)  # policy changed what goes upstream: never the original
+    operation = front.name  # the client API: chat, responses, messages or embeddings
     return Call(os.urandom(16).hex(), operation, tenant, task, model, redacted, snapshot, budget), decision
 
 

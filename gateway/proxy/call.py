@@ -22,7 +22,7 @@ def _period(day_number: int) -> tuple[str, str]:
 @dataclass(frozen=True, slots=True)
 class Call:
     request_id: str
-    operation: str  # "chat" or "embeddings"
+    operation: str  # the client API (front): chat, responses, messages or embeddings
     tenant: Tenant
     task: TaskRef
     model: str  # the public model name

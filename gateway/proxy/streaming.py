@@ -52,7 +52,8 @@ class StreamChat:
         return adapter.chat_request(dep, self.chat)
 
     async def attempt(self, adapter: Adapter, dep: Deployment, up_req: UpstreamRequest) -> Attempted:
-        decoder = self.decoder = adapter.stream_decoder(dep, adapter.passthrough and self.front.takes_chat_bytes)
+        decoder = self.decoder = adapter.stream_decoder(
+            dep, self.chat.hands_through(adapter.kind, adapter.passthrough and self.front.takes_chat_bytes))
         self.ttft = None
         t0 = time.monotonic()
         feed, encode, send = decoder.feed, self.encoder.encode, self.send  # the per-chunk path, kept flat

@@ -5,7 +5,14 @@ The task id is taken from the first of these that is present:
 1. the ``X-Task-Id`` header (Taskgate's own);
 2. ``metadata.task_id`` in the request body (OpenAI's metadata field);
 3. the ``x-litellm-trace-id`` header (LiteLLM);
-4. ``litellm_session_id`` in the body (LiteLLM).
+4. ``litellm_session_id`` in the body (LiteLLM);
+5. the task of the stored response that ``previous_response_id`` continues
+   (Responses API), or else of the stored response whose function call the
+   request's ``function_call_output`` answers, so that a chain of responses is one task;
+6. the ``x-claude-code-session-id`` header (Claude Code);
+7. the ``session_id`` inside ``metadata.user_id`` (Claude Code: JSON, or ``..._session_<id>``);
+8. the ``session-id`` header, then ``session_id`` (Codex CLI, current and older);
+9. the ``x-session-id`` header.
 
 With none of them, the gateway makes a one-request task (``generated=True``),
 which ends with that request's outcome.
@@ -15,6 +22,8 @@ from __future__ import annotations
 
 import re
 import uuid
+
+import orjson
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -32,7 +41,27 @@ class TaskRef:
     source: str  # where the id came from
 
 
-def identify(headers: Mapping[str, str], body: Mapping[str, Any] | None) -> TaskRef:
+CLAUDE_SESSION = re.compile(r"_session_([A-Za-z0-9-]{1,64})$")
+
+
+def user_id_session(value: Any) -> str | None:
+    """Claude Code's session inside ``metadata.user_id``: a JSON object with ``session_id``
+    (current) or ``user_<hash>_account_<uuid>_session_<uuid>`` (older); anything else is no session."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith("{"):
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        session = obj.get("session_id") if isinstance(obj, dict) else None
+        return session if isinstance(session, str) and TASK_ID.fullmatch(session) else None
+    found = CLAUDE_SESSION.search(value)
+    return found.group(1) if found else None
+
+
+def identify(headers: Mapping[str, str], body: Mapping[str, Any] | None, chain: str | None = None) -> TaskRef:
+    """``chain``: the task of the stored response a Responses request continues."""
     body = body or {}
     metadata: Mapping[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
     candidates = (
@@ -40,6 +69,12 @@ def identify(headers: Mapping[str, str], body: Mapping[str, Any] | None) -> Task
         ("metadata.task_id", metadata.get("task_id")),
         ("x-litellm-trace-id header", headers.get("x-litellm-trace-id")),
         ("litellm_session_id", body.get("litellm_session_id")),
+        ("response chain", chain),
+        ("x-claude-code-session-id header", headers.get("x-claude-code-session-id")),
+        ("metadata.user_id", user_id_session(metadata.get("user_id"))),
+        ("session-id header", headers.get("session-id")),
+        ("session_id header", headers.get("session_id")),
+        ("x-session-id header", headers.get("x-session-id")),
     )
     task_type = headers.get("x-task-type") or "default"
     if not TASK_TYPE.fullmatch(task_type):

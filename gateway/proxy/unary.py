@@ -83,7 +83,8 @@ class UnaryChat(_Unary):
         return adapter.chat_request(dep, self.chat)
 
     def _encode(self, adapter: Adapter, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
-        result = adapter.chat_response(dep, raw, adapter.passthrough and self.front.takes_chat_bytes)
+        passthrough = self.chat.hands_through(adapter.kind, adapter.passthrough and self.front.takes_chat_bytes)
+        result = adapter.chat_response(dep, raw, passthrough)
         return self.front.encode_result(result, self.call.model), result.usage
 
 

@@ -4,6 +4,7 @@ Each fake runs on 127.0.0.1 (real HTTP, uvicorn in a background thread), rejects
 the real service rejects, records requests and counts what the provider would bill.
 See the module docstrings for each provider's rules."""
 
+from .anthropic_fake import AnthropicFake
 from .azure_fake import AzureFake
 from .bedrock_fake import BedrockFake
 from .gemini_fake import GeminiFake
@@ -11,4 +12,4 @@ from .ollama_fake import OllamaFake
 from .openai_fake import OpenAIFake
 from .server import FakeServer
 
-__all__ = ["FakeServer", "OpenAIFake", "AzureFake", "BedrockFake", "OllamaFake", "GeminiFake"]
+__all__ = ["FakeServer", "AnthropicFake", "OpenAIFake", "AzureFake", "BedrockFake", "OllamaFake", "GeminiFake"]

@@ -8,6 +8,7 @@ semantics (input includes cached)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -149,6 +150,19 @@ def converse_input_tokens(body: dict) -> int:
     return total
 
 
+def cache_prefix(body: dict) -> tuple[str, int]:
+    """The prompt up to the last ``cachePoint`` block (system first, then messages), and its tokens.
+    Like Bedrock's prompt caching, minus the minimum prefix length (1024 tokens for Claude)."""
+    blocks = [*body.get("system", []), *(b for m in body["messages"] for b in m["content"])]
+    points = [i for i, b in enumerate(blocks) if "cachePoint" in b]
+    if not points:
+        return "", 0
+    prefix = blocks[:points[-1]]
+    tokens = sum(count_words(b.get("text")) for b in prefix)
+    tokens += sum(count_words(p.get("text")) for b in prefix for p in (b.get("toolResult") or {}).get("content", []))
+    return json.dumps(prefix, sort_keys=True), tokens
+
+
 def chosen_tool(body: dict) -> str | None:
     tools = [t["toolSpec"] for t in (body.get("toolConfig") or {}).get("tools", []) if "toolSpec" in t]
     if not tools or any("toolResult" in b for b in body["messages"][-1]["content"]):
@@ -162,6 +176,7 @@ class BedrockFake(BaseFake):
     def __init__(self, name: str = "bedrock", access_key: str = "AKIDFAKE", secret_key: str = "fake-secret",
                  region: str = "us-east-1", session_token: str | None = None):
         super().__init__(name)
+        self.prompt_cache: set[str] = set()  # prefixes written by a cachePoint (no expiry in tests)
         self.access_key, self.secret_key = access_key, secret_key
         self.region, self.session_token = region, session_token
 
@@ -197,6 +212,13 @@ class BedrockFake(BaseFake):
         tool = chosen_tool(body)
         output_tokens = TOOL_OUTPUT_TOKENS if tool else len(reply_words(self.name))
         usage = self.usage_for(converse_input_tokens(body), output_tokens)
+        prefix, prefix_tokens = cache_prefix(body)
+        if prefix_tokens:
+            if prefix in self.prompt_cache:
+                usage = Usage(usage.input_tokens, usage.output_tokens, cached_tokens=prefix_tokens)
+            else:
+                self.prompt_cache.add(prefix)
+                usage = Usage(usage.input_tokens, usage.output_tokens, cache_write_tokens=prefix_tokens)
         b = self.next_behaviour()
         if await self.misbehave(ex, b, op == "converse-stream", usage):
             return
@@ -226,10 +248,10 @@ class BedrockFake(BaseFake):
 
     @staticmethod
     def usage_body(u: Usage) -> dict:
-        body = {"inputTokens": u.input_tokens - u.cached_tokens, "outputTokens": u.output_tokens,
-                "totalTokens": u.input_tokens + u.output_tokens}
-        if u.cached_tokens:
-            body.update(cacheReadInputTokens=u.cached_tokens, cacheWriteInputTokens=0)
+        body = {"inputTokens": u.input_tokens - u.cached_tokens - u.cache_write_tokens,
+                "outputTokens": u.output_tokens, "totalTokens": u.input_tokens + u.output_tokens}
+        if u.cached_tokens or u.cache_write_tokens:
+            body.update(cacheReadInputTokens=u.cached_tokens, cacheWriteInputTokens=u.cache_write_tokens)
         return body
 
     def converse_body(self, tool: str | None, usage: Usage) -> dict:

@@ -89,6 +89,7 @@ class Usage:
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # prompt-cache writes, also part of input_tokens
 
     @property
     def total(self) -> int:
@@ -137,6 +138,8 @@ class BaseFake:
             self.usage_report = None
         self.requests.clear()
         self.billed.reset()
+        if hasattr(self, "prompt_cache"):
+            self.prompt_cache.clear()
 
     def start(self):
         self._stopping.clear()
