@@ -280,13 +280,26 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
 
 
 def usage_from_bedrock(usage: Mapping[str, Any] | None) -> Usage:
-    """Bedrock's inputTokens excludes cache reads and writes; OpenAI's includes them."""
+    """Bedrock's inputTokens excludes cache reads and writes; OpenAI's includes them.
+
+    ``cacheDetails`` (``[{"ttl": "5m"|"1h", "inputTokens": n}]``) splits the cache
+    writes by duration; as LiteLLM does, the split is used only when it accounts
+    for every written token (else all writes are priced as 5-minute writes).
+    """
     usage = usage or {}
     read = token_count(usage.get("cacheReadInputTokens"))
     write = token_count(usage.get("cacheWriteInputTokens"))
+    details = usage.get("cacheDetails")
+    write_1h = 0
+    if isinstance(details, list):
+        by_ttl = {ttl: sum(token_count(d.get("inputTokens")) for d in details if isinstance(d, Mapping)
+                           and d.get("ttl") == ttl) for ttl in ("5m", "1h")}
+        if by_ttl["5m"] + by_ttl["1h"] == write:
+            write_1h = by_ttl["1h"]
     return Usage(
         input_tokens=token_count(usage.get("inputTokens")) + read + write,
         output_tokens=token_count(usage.get("outputTokens")),
         cached_input_tokens=read,
         cache_write_tokens=write,
+        cache_write_1h_tokens=write_1h,
     )
