@@ -6,6 +6,7 @@ deployment's own overrides laid over them. The cost arithmetic is in
 
 Lookup (first map name that has an entry wins), the order LiteLLM 1.106.2 uses:
 
+0. ``kind/region/model`` for a deployment with an AWS region (Bedrock's regional prices);
 1. ``model_info.base_model``: ``kind/base`` then ``base`` (so Azure's own
    ``azure/<base>`` prices win over OpenAI's bare name);
 2. ``kind/model`` then ``model``;
@@ -39,19 +40,26 @@ _RESIDENCY_HOST = re.compile(r"^(eu|us)\.api\.openai\.com$")
 # The keys that hold money (USD per unit) or a multiplier of it.
 _MONEY = re.compile(r"(cost|_per_(token|second|query|character|image|pixel|page))|^regional_\w+_multiplier")
 BUNDLED = "litellm (bundled)"
+# A provider's cache-read price when the map gives none, as a share of the input price
+# (LiteLLM's apply_provider_cache_read_default): Fireworks bills cached input at half price.
+DEFAULT_CACHE_READ_SHARE = {"fireworks_ai": Decimal("0.5")}
 
 
 class PriceMapError(ValueError):
     """A price map file that cannot be read or is not LiteLLM's format."""
 
 
-def _money_value(value: Any) -> bool:
+def _number(value: Any) -> bool:
+    """A price: a JSON number, or a numeric string (LiteLLM accepts "3e-7")."""
     if isinstance(value, bool):
         return False
     if isinstance(value, (int, float)):
         return True
-    return isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                           for v in value.values())
+    return isinstance(value, str) and _dec(value) is not None and _dec(value) == _dec(value)  # not NaN
+
+
+def _money_value(value: Any) -> bool:
+    return _number(value) or (isinstance(value, dict) and all(_number(v) for v in value.values()))
 
 
 def bundled_map_path() -> str | None:
@@ -89,8 +97,8 @@ def load_price_map(path: str | None = None) -> dict[str, dict[str, Any]]:
         if not isinstance(entry, dict) or name == "sample_spec":
             continue
         kept = {k: v for k, v in entry.items() if k in _META or (_MONEY.search(k) and _money_value(v))}
-        bad = [k for k, v in entry.items() if _MONEY.search(k) and k.endswith("_per_token") and v is not None
-               and not _money_value(v) and not isinstance(v, str)]
+        bad = [k for k, v in entry.items() if _MONEY.search(k) and k.endswith(("_per_token", "_token_cost"))
+               and v is not None and not _money_value(v)]
         if bad:
             raise PriceMapError(f"the price map {path}: {name}.{bad[0]} is not a number")
         out[name] = kept
@@ -153,6 +161,9 @@ class Price:
 def map_keys(dep: Deployment) -> list[str]:
     """The price-map names to try for a deployment, most specific first (LiteLLM's order)."""
     keys = []
+    region = getattr(dep.credentials, "region", None)
+    if region:  # Bedrock's region-specific prices: bedrock/<region>/<model>
+        keys.append(f"{dep.kind}/{region}/{dep.model}")
     base = dep.model_info.get("base_model")
     if base:
         keys += [f"{dep.kind}/{base}", str(base)]
@@ -197,6 +208,9 @@ def price_for(dep: Deployment, price_map: Mapping[str, Mapping[str, Any]]) -> Pr
     rates, search = _money(found[1]) if found else ({}, {})
     if not found and "input_cost_per_token" not in own and "input_cost_per_second" not in own:
         return None
+    share = DEFAULT_CACHE_READ_SHARE.get(str(found[1].get("litellm_provider") if found else dep.kind))
+    if share is not None and "cache_read_input_token_cost" not in rates and "input_cost_per_token" in rates:
+        rates["cache_read_input_token_cost"] = rates["input_cost_per_token"] * share
     rates.update(own)
     region = residency(dep.api_base)
     uplift = rates.get(f"regional_processing_uplift_multiplier_{region}", Decimal(1)) if region else Decimal(1)
