@@ -38,9 +38,9 @@ PER_MESSAGE_OVERHEAD = 4  # role and separators, as in OpenAI's counting recipe
 PER_TOOL_OVERHEAD = 8
 IMAGE_LOW_DETAIL = 85
 IMAGE_DEFAULT = 765  # 85 + 4 tiles x 170: a 1024x1024 image at high detail
-_O200K = re.compile(r"(^|/)(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-6|chatgpt-4o|gpt-audio|gpt-realtime|gpt-oss|o[1-9]\b|"
+_O200K = re.compile(r"(^|[/.])(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-6|chatgpt-4o|gpt-audio|gpt-realtime|gpt-oss|o[1-9]\b|"
                     r"o[1-9]-|codex)")
-_REASONING = re.compile(r"(^|[/.])(o[1-9]\b|o[1-9]-|gpt-5|gpt-6|gpt-oss)|deepseek-r1|qwq|reasoner|thinking|-r1\b")
+_REASONING = re.compile(r"(^|[/.])(o[1-9]\b|o[1-9]-|gpt-5|gpt-6|gpt-oss)|deepseek[.-]r1|qwq|reasoner|thinking|-r1\b")
 
 
 def encoding_for(model: str) -> str:

@@ -65,8 +65,8 @@ class Metrics:
                                 ["model", "provider"], registry=r)
         self.estimated = Counter("taskgate_estimated_usage_attempts",
                                  "Attempts whose usage (and so cost) is the gateway's estimate, not the provider's; "
-                                 "bound: lower_bound when hidden reasoning tokens may be missing, else estimate",
-                                 ["model", "provider", "bound"], registry=r)
+                                 "type: lower_bound when hidden reasoning tokens may be missing, else estimate",
+                                 ["model", "provider", "type"], registry=r)
         self.tasks = Counter("taskgate_tasks", "Tasks ended, by outcome", ["task_type", "outcome"], registry=r)
         self.task_cost = Histogram("taskgate_task_cost_usd", "Cost of ended tasks in USD", ["task_type", "outcome"],
                                    buckets=COST_BUCKETS, registry=r)
