@@ -229,3 +229,39 @@ async def test_a_failed_attempt_on_a_per_second_deployment_costs_its_seconds(red
         assert rec.cost_picousd is not None and rec.cost_picousd > 0
         assert rec.cost_picousd == int(Decimal(str(round(rec.duration_s, 6))) * PICO)
         assert rec.waste_reason == "failed"
+
+
+def test_cache_control_reaches_bedrock_as_cache_points() -> None:
+    from providers.bedrock_wire import converse_body
+    from tests.fakes.bedrock_fake import validate_converse
+
+    body = converse_body({"model": "m", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "a long policy", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "a long document", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            {"type": "text", "text": "the question"}]}]})
+    assert body["system"] == [{"text": "a long policy"}, {"cachePoint": {"type": "default"}}]
+    assert body["messages"][0]["content"] == [{"text": "a long document"},
+                                              {"cachePoint": {"type": "default", "ttl": "1h"}},
+                                              {"text": "the question"}]
+    validate_converse(dict(body))  # the strict fake (Bedrock's rules) accepts it
+    with pytest.raises(ValueError, match="ttl"):
+        converse_body({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "2h"}}]}]})
+
+
+def test_pricing_section_overrides_litellm_params_which_override_the_map() -> None:
+    config = parse("""
+model_list:
+  - model_name: m
+    litellm_params: {model: openai/gpt-4o-mini, api_key: k, input_cost_per_token: 0.000002,
+                     output_cost_per_token: 0.000003}
+    model_info: {id: mini}
+pricing:
+  deployments:
+    mini: {input_cost_per_token: 0.000001}
+""", "t.yaml", {})
+    price = build_snapshot(config, MAP).prices["mini"]
+    assert price is not None and price.source == "config"
+    assert (price.input, price.output) == (Decimal("0.000001"), Decimal("0.000003"))
+    assert price.rate("cache_read_input_token_cost") == Decimal("7.5E-8")  # the map's
