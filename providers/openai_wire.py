@@ -58,12 +58,18 @@ def result_from_openai(data: dict[str, Any], raw: bytes | None = None) -> ChatRe
 
 
 def usage_to_openai(u: Usage) -> dict[str, Any]:
+    prompt: dict[str, int] = {"cached_tokens": u.cached_input_tokens}
+    completion: dict[str, int] = {"reasoning_tokens": u.reasoning_tokens}
+    if u.audio_input_tokens:
+        prompt["audio_tokens"] = u.audio_input_tokens
+    if u.audio_output_tokens:
+        completion["audio_tokens"] = u.audio_output_tokens
     return {
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
         "total_tokens": u.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens, "audio_tokens": u.audio_input_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens, "audio_tokens": u.audio_output_tokens},
+        "prompt_tokens_details": prompt,
+        "completion_tokens_details": completion,
     }
 
 
