@@ -51,7 +51,7 @@ def test_the_cases_cover_the_map(outcomes: list[Outcome]) -> None:
     shapes = Counter(o.case.id.split(" ", 1)[1].split("-")[0] for o in outcomes)
     kinds = Counter(o.case.kind for o in outcomes)
     assert len(outcomes) > 5000
-    for shape in ("plain", "cached", "cache", "reasoning", "audio", "above", "tier"):
+    for shape in ("plain", "cached", "cache", "reasoning", "audio", "image", "above", "tier"):
         assert shapes[shape] >= 10, shape
     for kind in ("openai", "azure", "bedrock", "ollama"):
         assert kinds[kind] >= 1, kind

@@ -265,3 +265,56 @@ pricing:
     assert price is not None and price.source == "config"
     assert (price.input, price.output) == (Decimal("0.000001"), Decimal("0.000003"))
     assert price.rate("cache_read_input_token_cost") == Decimal("7.5E-8")  # the map's
+
+
+HOT_CONFIG = """
+model_list:
+  - model_name: m
+    litellm_params: {model: openai/gpt-4o, api_base: "http://a/v1", api_key: key-a}
+    model_info: {id: a}
+  - model_name: search
+    litellm_params: {model: openai/gpt-4o-search-preview, api_base: "http://a/v1", api_key: key-a}
+    model_info: {id: s}
+store: {url: REDIS_URL}
+routing:
+  retries: {max: 0, backoff_base_s: 0, backoff_max_s: 0}
+"""
+
+
+def _completion(tier: str) -> bytes:
+    return orjson.dumps({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o", "service_tier": tier,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000}})
+
+
+@pytest.mark.parametrize(("model", "tier", "extra", "usd"), [
+    ("m", "default", {}, "0.0125"),  # 1000 x $2.50/M + 1000 x $10/M
+    ("m", "priority", {"service_tier": "priority"}, "0.02125"),  # 1000 x $4.25/M + 1000 x $17/M
+    ("search", "default", {"web_search_options": {"search_context_size": "low"}}, "0.0375"),  # + a $0.025 query
+    ("search", "default", {}, "0.0125"),  # no web_search_options: no query billed
+])
+async def test_the_hot_path_records_tier_and_search_prices(redis_server: RedisServer, model: str, tier: str,
+                                                           extra: dict[str, Any], usd: str) -> None:
+    async with Harness(HOT_CONFIG, f"redis://127.0.0.1:{redis_server.port}/{next(_dbs)}") as gw:
+        gw.transport.add(Step(200, _completion(tier)))
+        body = {"model": model, "messages": [{"role": "user", "content": "x"}], **extra}
+        resp = await gw.call("/v1/chat/completions", body)
+        assert resp.status == 200, resp.body
+        assert resp.body == _completion(tier), "the upstream's bytes pass through unchanged"
+        [rec] = gw.records
+        assert rec.usage is not None and rec.usage.service_tier == tier
+        assert rec.cost_picousd == pico(usd)
+        assert Decimal(resp.headers["x-request-cost-usd"]) == Decimal(usd)
+
+
+def test_web_search_price_agrees_with_litellm(litellm: Any) -> None:
+    from litellm.litellm_core_utils.llm_cost_calc.tool_call_cost_tracking import StandardBuiltInToolCostTracking
+
+    for model in ("gpt-4o-search-preview", "gpt-5", "gpt-4o-mini"):
+        info = litellm.get_model_info(model=model, custom_llm_provider="openai")
+        for size in ("low", "medium", "high", None):
+            opts = {"search_context_size": size} if size else {}
+            ref = StandardBuiltInToolCostTracking.get_cost_for_web_search(opts, info)
+            ours = cost(dep("openai", model), Usage(), search_queries=1, search_context_size=size)
+            assert ours == int(Decimal(repr(ref)) * PICO), (model, size)

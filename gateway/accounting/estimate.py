@@ -119,7 +119,9 @@ def worst_case_usage(body: Mapping[str, Any], default_max_output: int) -> Usage:
     prompt_tokens = len(orjson.dumps(prompt)) // 3 + 16  # a token is rarely under 3 bytes of JSON
     max_out = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_output
     out = max_out if isinstance(max_out, int) and not isinstance(max_out, bool) and max_out > 0 else default_max_output
-    return Usage(input_tokens=prompt_tokens, output_tokens=out * choices(body))
+    tier = body.get("service_tier")  # a priority request reserves at priority prices
+    return Usage(input_tokens=prompt_tokens, output_tokens=out * choices(body),
+                 service_tier=tier if isinstance(tier, str) else None)
 
 
 def choices(body: Mapping[str, Any]) -> int:

@@ -50,11 +50,13 @@ def _deployment(case: Case) -> Deployment:
 
 
 def _openai_body(prompt: int, completion: int, *, cached: int = 0, reasoning: int = 0, audio_in: int = 0,
-                 audio_out: int = 0, tier: str | None = None) -> dict[str, Any]:
+                 audio_out: int = 0, image_in: int = 0, tier: str | None = None) -> dict[str, Any]:
     usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
                              "total_tokens": prompt + completion}
-    if cached or audio_in:
+    if cached or audio_in or image_in:
         usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": audio_in}
+        if image_in:
+            usage["prompt_tokens_details"]["image_tokens"] = image_in
     if reasoning or audio_out:
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning, "audio_tokens": audio_out}
     body: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
@@ -141,6 +143,8 @@ def generate(price_map: Mapping[str, Mapping[str, Any]]) -> Iterator[Case]:
         yield case("reasoning", _openai_body(500, 1000, reasoning=700))
         if any(k in entry for k in ("input_cost_per_audio_token", "output_cost_per_audio_token")):
             yield case("audio", _openai_body(1000, 800, audio_in=600, audio_out=500))
+        if "input_cost_per_image_token" in entry:
+            yield case("image", _openai_body(1500, 300, image_in=1000))
         for n in tiers:
             yield case(f"above-{n}", _openai_body(n + 1000, 500, cached=1024, reasoning=100))
         for tier in _TIERS:
