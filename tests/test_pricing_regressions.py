@@ -318,3 +318,24 @@ def test_web_search_price_agrees_with_litellm(litellm: Any) -> None:
             ref = StandardBuiltInToolCostTracking.get_cost_for_web_search(opts, info)
             ours = cost(dep("openai", model), Usage(), search_queries=1, search_context_size=size)
             assert ours == int(Decimal(repr(ref)) * PICO), (model, size)
+
+
+def test_a_reload_to_an_invalid_price_map_is_rejected(tmp_path: Any) -> None:
+    from gateway.config.load import load
+    from gateway.config.reload import ConfigWatcher
+    from gateway.snapshot import CurrentSnapshot
+
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"gpt-4o-mini": {"input_cost_per_token": 2e-07, "output_cost_per_token": 8e-07}}')
+    path = tmp_path / "gw.yaml"
+    path.write_text("model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o-mini, api_key: k}\n"
+                    "    model_info: {id: mini}\npricing: {map_path: prices.json}\n")
+    current = CurrentSnapshot(build_snapshot(load(str(path))))
+    reports: list[str] = []
+    watcher = ConfigWatcher(lambda: current.config, lambda c: current.replace(build_snapshot(c)), reports.append)
+    prices.write_text('{"gpt-4o-mini": {"input_cost_per_token": 3e-07, "output_cost_per_token": 9e-07}}')
+    assert watcher.reload() and reports == ["applied"]
+    assert current.current.prices["mini"].input == Decimal("3E-7")  # type: ignore[union-attr]
+    prices.write_text("[]")
+    assert not watcher.reload() and reports == ["applied", "rejected"]
+    assert current.current.prices["mini"].input == Decimal("3E-7"), "the previous prices keep serving"  # type: ignore[union-attr]

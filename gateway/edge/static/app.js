@@ -44,6 +44,7 @@
   }
   const picoSum = (values) => values.reduce((a, v) => a + pico(v), 0n);
   const fromPico = (p) => Number(p / PICO) + Number(p % PICO) / 1e12;
+  window.taskgateMoney = Object.freeze({ pico, picoSum, fromPico }); // for the page's tests
   // axis ticks: the same, without trailing zeros ("$0.000075", not "$0.0000750")
   const usdTick = (v) => usd(v).replace(/(\.\d*?[1-9])0+$/, "$1").replace(/\.0+$/, "");
   const pct = (v) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(v >= 0.995 || v < 0.1 ? 1 : 0) + "%";
