@@ -214,12 +214,16 @@ async def test_an_estimated_attempt_makes_the_cost_incomplete(ledger: Ledger) ->
 
 
 async def test_every_money_field_has_an_exact_twin(ledger: Ledger) -> None:
-    # $1,234,567.891234567891: a float keeps ~16 significant digits, the twins keep all of them
+    # $1,234,567.891234567891 over two records (one record holds < $1M): a float keeps ~16 significant
+    # digits, the twins keep all of them
     big = 1_234_567_891_234_567_891
-    ledger.record(rec(cost=big, budget_picousd=None))
+    ledger.record(rec(cost=big - 617_283_945_617_283_945))
+    ledger.record(rec(cost=617_283_945_617_283_945))
     ledger.record(rec(cost=1, waste_reason="failed", outcome="error", final=False))
     task = await ledger.get("acme", "t1")
     assert task["cost_picousd"] == big + 1 and task["cost_usd_exact"] == "1234567.891234567892"
+    assert float(task["cost_usd_exact"]) == task["cost_usd"] and Decimal(task["cost_usd"]) != Decimal(
+        task["cost_usd_exact"]), "the float is the inexact one"
     assert task["waste_usd_exact"] == "0.000000000001" and task["waste_picousd"] == 1
     assert task["models"][0]["cost_usd_exact"] == "1234567.891234567892"
     await ledger.complete("acme", "t1", "succeeded")
