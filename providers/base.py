@@ -135,9 +135,8 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0  # cache reads, part of input_tokens
     cache_write_tokens: int = 0  # cache writes, part of input_tokens
-    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL (Anthropic)
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL (Anthropic, Bedrock)
     reasoning_tokens: int = 0  # part of output_tokens
-    cache_write_1h_tokens: int = 0  # part of cache_write_tokens
     audio_input_tokens: int = 0  # part of input_tokens
     image_input_tokens: int = 0  # part of input_tokens
     audio_output_tokens: int = 0  # part of output_tokens

@@ -25,6 +25,7 @@ from providers.openai_wire import usage_from_openai
 PROVIDERS = {"openai": ("openai", "openai"), "azure": ("azure", "azure"), "bedrock": ("bedrock", "bedrock"),
              "bedrock_converse": ("bedrock", "bedrock"), "ollama": ("ollama", "ollama")}
 MODES = ("chat", "embedding", "responses")
+WIRE_KINDS = frozenset({"openai", "azure", "bedrock", "ollama"})
 _ABOVE = re.compile(r"^input_cost_per_token_above_(\d+)(k?)_tokens$")
 _TIERS = ("priority", "flex")
 
@@ -157,7 +158,9 @@ def generate(price_map: Mapping[str, Mapping[str, Any]]) -> Iterator[Case]:
 def taskgate_picousd(case: Case, price_map: Mapping[str, Mapping[str, Any]]) -> int | None:
     """Taskgate's cost: the adapter parses the raw body, pricing prices the usage."""
     dep = _deployment(case)
-    adapter = ADAPTERS.get(case.kind)
+    # the adapters whose wire bodies this module writes; other kinds (anthropic landed with issue 12) go
+    # through the canonical OpenAI usage parser until their body shapes are added here
+    adapter = ADAPTERS.get(case.kind) if case.kind in WIRE_KINDS else None
     raw = orjson.dumps(case.body)
     usage: Usage
     if adapter is None:  # no adapter for this provider yet: the canonical OpenAI usage parser
