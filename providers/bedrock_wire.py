@@ -190,7 +190,7 @@ def _cache_point(part: Any) -> dict[str, Any] | None:
     ttl = control.get("ttl")
     if ttl is not None and ttl not in ("5m", "1h"):
         raise unsupported(f"cache_control ttl {ttl!r} (Bedrock takes '5m' or '1h')")
-    return {"cachePoint": {"type": "default", **({"ttl": ttl} if ttl else {})}}
+    return {"cachePoint": {"type": "default", **({"ttl": ttl} if ttl == "1h" else {})}}  # 5m is the default
 
 
 def _part_type(part: Any) -> str | None:
