@@ -9,6 +9,7 @@ import this module (the gateway never imports LiteLLM).
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
@@ -205,7 +206,20 @@ class Outcome:
         return self.taskgate == self.litellm
 
 
+# LiteLLM prices some models (DeepSeek, ...) at off-peak rates inside their off_peak_pricing windows, read
+# from the clock. Taskgate has no off-peak prices (docs/PRICING.md, deliberate differences), so the reference
+# is pinned at one peak-time instant and the figure does not depend on when the test runs.
+BILLING_TIME = datetime(2026, 12, 3, 8, 45, tzinfo=timezone.utc)
+
+
 def run(litellm: Any, price_map: Mapping[str, Mapping[str, Any]]) -> list[Outcome]:
+    from litellm._internal_context import pinned_billing_time
+
+    with pinned_billing_time(BILLING_TIME):
+        return _run(litellm, price_map)
+
+
+def _run(litellm: Any, price_map: Mapping[str, Mapping[str, Any]]) -> list[Outcome]:
     out = []
     for case in generate(price_map):
         ours = taskgate_picousd(case, price_map)
