@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from gateway.accounting.pricing import Price, load_price_map, map_keys, price_for
+from gateway.accounting.prices import BUNDLED, Price, bundled_map_path, load_price_map, map_keys, price_for
 from gateway.config.load import Config
 from gateway.config.wildcards import resolve as resolve_wildcards
 from policies.capabilities import ModelFacts, model_facts
@@ -49,6 +49,7 @@ class Snapshot:
     # the writable tables behind prices, facts, unary_timeouts and stream_timeouts
     _tables: tuple[dict[str, Price | None], dict[str, ModelFacts], dict[str, Timeouts], dict[str, Timeouts]] = field(
         default_factory=lambda: ({}, {}, {}, {}), repr=False)
+    price_source: str = BUNDLED  # where the prices came from: pricing.map_path, or the bundled map
 
     def price(self, dep: Deployment) -> Price | None:
         return self.prices.get(dep.id)
@@ -74,8 +75,13 @@ class Snapshot:
 
 
 def build_snapshot(config: Config, price_map: Mapping[str, Mapping[str, Any]] | None = None) -> Snapshot:
-    """Derive everything per-config from ``config`` (``price_map``: LiteLLM's map, read if not given)."""
-    full = load_price_map() if price_map is None else price_map
+    """Derive everything per-config from ``config``.
+
+    ``price_map``: LiteLLM's map; read if not given, from ``pricing.map_path`` when
+    the config sets one (an invalid file raises PriceMapError), else the bundled map.
+    """
+    full = price_map if price_map is not None else load_price_map(config.pricing.map_path)
+    source = config.pricing.map_path or f"{BUNDLED}: {bundled_map_path()}"
     prices: dict[str, Price | None] = {}
     facts: dict[str, ModelFacts] = {}
     unary: dict[str, Timeouts] = {}
@@ -85,7 +91,7 @@ def build_snapshot(config: Config, price_map: Mapping[str, Mapping[str, Any]] | 
     group_params = {name: _common_params(group) for name, group in config.groups.items()}
     return Snapshot(config, MappingProxyType(prices), MappingProxyType(facts), MappingProxyType(unary),
                     MappingProxyType(stream), MappingProxyType(group_params), full,
-                    _tables=(prices, facts, unary, stream))
+                    _tables=(prices, facts, unary, stream), price_source=source)
 
 
 def _derive(dep: Deployment, full: Mapping[str, Mapping[str, Any]], prices: dict[str, Price | None],

@@ -100,18 +100,48 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token usage in OpenAI's semantics.
+    """Token usage in OpenAI's semantics, whatever the provider reported.
 
-    ``input_tokens`` includes cached input (cache reads and writes), and
-    ``output_tokens`` includes reasoning tokens, whatever the provider reported.
+    Every count below is a *part of* ``input_tokens`` or ``output_tokens``, never
+    in addition to it; adapters convert (the price arithmetic relies on it):
+
+    * ``input_tokens`` includes cache reads, cache writes, audio and image tokens
+      (Bedrock's ``inputTokens`` and Anthropic's ``input_tokens`` exclude cache
+      reads and writes: the adapter adds them back);
+    * ``cached_input_tokens``: cache reads (OpenAI ``prompt_tokens_details.cached_tokens``,
+      Bedrock ``cacheReadInputTokens``, Anthropic ``cache_read_input_tokens``, Gemini
+      ``cachedContentTokenCount``);
+    * ``cache_write_tokens``: cache writes of any duration (Bedrock
+      ``cacheWriteInputTokens``, Anthropic ``cache_creation_input_tokens``), of which
+      ``cache_write_1h_tokens`` are written for one hour (Bedrock ``cacheDetails``
+      with ``ttl: "1h"``, Anthropic ``cache_creation.ephemeral_1h_input_tokens``);
+      the rest are 5-minute writes;
+    * ``audio_input_tokens`` / ``image_input_tokens``: OpenAI
+      ``prompt_tokens_details.audio_tokens`` / ``image_tokens`` (Gemini's
+      ``promptTokensDetails`` by modality);
+    * ``output_tokens`` includes reasoning and audio output: ``reasoning_tokens``
+      (OpenAI ``completion_tokens_details.reasoning_tokens``, Gemini
+      ``thoughtsTokenCount`` — which Gemini reports *outside* its candidates count,
+      so the adapter adds it to ``output_tokens``), ``audio_output_tokens``
+      (``completion_tokens_details.audio_tokens``);
+    * ``service_tier``: the tier the provider says it served (OpenAI's response
+      ``service_tier``: ``default``, ``flex``, ``priority``; Anthropic's
+      ``usage.service_tier``), which picks the tier's prices;
+    * ``web_search_requests``: searches the provider ran and bills per query
+      (Anthropic ``server_tool_use.web_search_requests``).
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0  # cache reads, part of input_tokens
     cache_write_tokens: int = 0  # cache writes, part of input_tokens
-    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL (Anthropic)
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with a 1-hour TTL (Anthropic, Bedrock)
     reasoning_tokens: int = 0  # part of output_tokens
+    audio_input_tokens: int = 0  # part of input_tokens
+    image_input_tokens: int = 0  # part of input_tokens
+    audio_output_tokens: int = 0  # part of output_tokens
+    service_tier: str | None = None
+    web_search_requests: int = 0
 
     @property
     def total_tokens(self) -> int:

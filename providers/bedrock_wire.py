@@ -115,13 +115,6 @@ def converse_body(body: Mapping[str, Any]) -> ConverseRequest:
     return out
 
 
-CACHE_POINT = {"cachePoint": {"type": "default"}}  # after a part that carries Anthropic's ``cache_control``
-
-
-def _cache_point(part: Any) -> bool:
-    return isinstance(part, Mapping) and isinstance(part.get("cache_control"), Mapping)
-
-
 def _messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[ConverseMessage]]:
     system: list[dict[str, Any]] = []
     turns: list[ConverseMessage] = []
@@ -133,8 +126,8 @@ def _messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[ConverseM
             content = message.get("content")
             for part in content if isinstance(content, list) else [content]:
                 system.extend({"text": t} for t in _texts(part if part is None or isinstance(part, str) else [part]))
-                if _cache_point(part) and system:
-                    system.append(dict(CACHE_POINT))
+                if (point := _cache_point(part)) and system:
+                    system.append(point)
             continue
         if role == "user":
             blocks = _content_blocks(message.get("content"))
@@ -179,13 +172,25 @@ def _content_blocks(content: Any) -> list[dict[str, Any]]:
         if kind == "text":
             if part.get("text"):  # Converse rejects blank text blocks
                 blocks.append({"text": part["text"]})
-            if _cache_point(part) and blocks:
-                blocks.append(dict(CACHE_POINT))
+            if (point := _cache_point(part)) and blocks:
+                blocks.append(point)
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url")))
         else:
             raise unsupported(f"content parts of type {kind!r}")
     return blocks
+
+
+def _cache_point(part: Any) -> dict[str, Any] | None:
+    """A part's (Anthropic-style) ``cache_control: {type: "ephemeral", ttl?: "5m"|"1h"}`` as the Converse
+    ``cachePoint`` to put after it, with its TTL."""
+    control = part.get("cache_control") if isinstance(part, Mapping) else None
+    if not isinstance(control, Mapping):
+        return None
+    ttl = control.get("ttl")
+    if ttl is not None and ttl not in ("5m", "1h"):
+        raise unsupported(f"cache_control ttl {ttl!r} (Bedrock takes '5m' or '1h')")
+    return {"cachePoint": {"type": "default", **({"ttl": ttl} if ttl == "1h" else {})}}  # 5m is the default
 
 
 def _part_type(part: Any) -> str | None:
@@ -280,13 +285,26 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
 
 
 def usage_from_bedrock(usage: Mapping[str, Any] | None) -> Usage:
-    """Bedrock's inputTokens excludes cache reads and writes; OpenAI's includes them."""
+    """Bedrock's inputTokens excludes cache reads and writes; OpenAI's includes them.
+
+    ``cacheDetails`` (``[{"ttl": "5m"|"1h", "inputTokens": n}]``) splits the cache
+    writes by duration; as LiteLLM does, the split is used only when it accounts
+    for every written token (else all writes are priced as 5-minute writes).
+    """
     usage = usage or {}
     read = token_count(usage.get("cacheReadInputTokens"))
     write = token_count(usage.get("cacheWriteInputTokens"))
+    details = usage.get("cacheDetails")
+    write_1h = 0
+    if isinstance(details, list):
+        by_ttl = {ttl: sum(token_count(d.get("inputTokens")) for d in details if isinstance(d, Mapping)
+                           and d.get("ttl") == ttl) for ttl in ("5m", "1h")}
+        if by_ttl["5m"] + by_ttl["1h"] == write:
+            write_1h = by_ttl["1h"]
     return Usage(
         input_tokens=token_count(usage.get("inputTokens")) + read + write,
         output_tokens=token_count(usage.get("outputTokens")),
         cached_input_tokens=read,
         cache_write_tokens=write,
+        cache_write_1h_tokens=write_1h,
     )

@@ -92,7 +92,7 @@ class OpenAIAdapter:
     def chat_response(self, dep: Deployment, raw: bytes, passthrough: bool = False) -> ChatResult | RawChatResult:
         data = _object(raw)
         if passthrough:  # the hot path: the client gets these bytes; only the usage is read
-            return RawChatResult(usage_from_openai(data.get("usage")) or Usage(), raw)
+            return RawChatResult(usage_from_openai(data.get("usage"), data.get("service_tier")) or Usage(), raw)
         return result_from_openai(data, raw)
 
     def embeddings_response(self, dep: Deployment, raw: bytes) -> EmbeddingsResult:

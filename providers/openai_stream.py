@@ -102,7 +102,7 @@ class OpenAIStreamDecoder:
         if "error" in chunk:
             self._fail(_stream_failure(chunk["error"]), out)
             return
-        usage = usage_from_openai(chunk.get("usage"))
+        usage = usage_from_openai(chunk.get("usage"), chunk.get("service_tier"))
         if usage is not None:
             self.usage = usage
         choices = chunk.get("choices") or []

@@ -14,7 +14,12 @@ from providers.base import Usage, token_count
 from providers.canonical import ChatResult, ToolCall, finish_reason
 
 
-def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
+def _count(obj: Any, key: str) -> int:
+    return token_count(obj.get(key) if isinstance(obj, dict) else None)
+
+
+def usage_from_openai(u: dict[str, Any] | None, service_tier: object = None) -> Usage | None:
+    """A Chat Completions / Embeddings ``usage`` (and the response's ``service_tier``) as Usage."""
     if not isinstance(u, dict):
         return None
     prompt = u.get("prompt_tokens_details") or {}
@@ -24,6 +29,10 @@ def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
         output_tokens=token_count(u.get("completion_tokens")),
         cached_input_tokens=token_count(prompt.get("cached_tokens")),
         reasoning_tokens=token_count(completion.get("reasoning_tokens")),
+        audio_input_tokens=_count(prompt, "audio_tokens"),
+        image_input_tokens=_count(prompt, "image_tokens"),
+        audio_output_tokens=_count(completion, "audio_tokens"),
+        service_tier=service_tier if isinstance(service_tier, str) else None,
     )
 
 
@@ -40,7 +49,7 @@ def result_from_openai(data: dict[str, Any], raw: bytes | None = None) -> ChatRe
     return ChatResult(
         text=message_text(content) if content is not None else None,
         finish_reason=finish_reason(choice.get("finish_reason")),
-        usage=usage_from_openai(data.get("usage")) or Usage(),
+        usage=usage_from_openai(data.get("usage"), data.get("service_tier")) or Usage(),
         tool_calls=calls,
         reasoning=message.get("reasoning_content") or message.get("reasoning") or None,
         id=data.get("id") if isinstance(data.get("id"), str) else None,
@@ -49,12 +58,18 @@ def result_from_openai(data: dict[str, Any], raw: bytes | None = None) -> ChatRe
 
 
 def usage_to_openai(u: Usage) -> dict[str, Any]:
+    prompt: dict[str, int] = {"cached_tokens": u.cached_input_tokens}
+    completion: dict[str, int] = {"reasoning_tokens": u.reasoning_tokens}
+    if u.audio_input_tokens:
+        prompt["audio_tokens"] = u.audio_input_tokens
+    if u.audio_output_tokens:
+        completion["audio_tokens"] = u.audio_output_tokens
     return {
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
         "total_tokens": u.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "prompt_tokens_details": prompt,
+        "completion_tokens_details": completion,
     }
 
 

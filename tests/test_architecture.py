@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
                       "gateway.services", "gateway.snapshot", "gateway.upstream", "policies", "providers"},
     "gateway.edge": {"gateway.accounting", "gateway.config", "gateway.errors", "gateway.fronts", "gateway.ledger",
                      "gateway.proxy", "gateway.services", "gateway.snapshot", "policies", "providers"},
-    "gateway.cli": {"gateway.config", "gateway.store", "gateway"},
+    "gateway.cli": {"gateway.accounting", "gateway.config", "gateway.store", "gateway"},
     "gateway": {"gateway.cli"},  # __init__ (the version) and __main__
 }
 

@@ -190,3 +190,21 @@ def test_config_from_env_var(tmp_path: Path) -> None:
     good.write_text(MINIMAL)
     out = run_cli("check", env={"TASKGATE_CONFIG": str(good)})
     assert out.returncode == 0 and str(good) in out.stdout
+
+
+def test_check_shows_the_price_source_and_validates_map_path(tmp_path: Path) -> None:
+    out = run_cli("check")
+    assert out.returncode == 0 and "prices: litellm (bundled)" in out.stdout and "priced models" in out.stdout
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"gpt-4o-mini": {"litellm_provider": "openai", "input_cost_per_token": 2e-07, '
+                      '"output_cost_per_token": 8e-07}}')
+    good = tmp_path / "g.yaml"
+    good.write_text(MINIMAL + "pricing: {map_path: prices.json}\n")
+    out = run_cli("check", "--config", str(good))
+    assert out.returncode == 0, out.stderr
+    assert f"prices: {prices} (1 priced models)" in out.stdout
+    prices.write_text("{not json")
+    for command in ("check", "serve"):
+        out = run_cli(command, "--config", str(good), *(("--port", "1") if command == "serve" else ()))
+        assert out.returncode != 0 and "pricing.map_path" in out.stderr and "not JSON" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr

@@ -83,7 +83,9 @@ async def test_waste_unpriced_and_estimated(ledger: Ledger) -> None:
     ledger.record(rec(request="s", cost=50, usage_source="estimated", outcome="cancelled", waste_reason="cancelled"))
     task = await ledger.get("acme", "t1")
     assert task["waste_by_reason"] == {"retry": pytest.approx(3e-10), "fallback": pytest.approx(2e-10),
-                                       "cancelled": pytest.approx(5e-11), "interrupted": 0.0}
+                                       "cancelled": pytest.approx(5e-11), "interrupted": 0, "failed": 0}
+    assert task["waste_by_reason_picousd"] == {"retry": 300, "fallback": 200, "cancelled": 50, "interrupted": 0,
+                                               "failed": 0}
     assert (task["unpriced_attempts"], task["estimated_attempts"], task["cost_complete"]) == (1, 1, False)
     records = await ledger.attempts("acme", "t1")
     assert [r["cost_source"] for r in records] == ["computed", "computed", "unpriced", "estimated"]
@@ -194,3 +196,46 @@ async def test_100k_records_sum_exactly(ledger: Ledger) -> None:
     task = await ledger.get("acme", "big")
     assert task["requests"] == 100_000
     assert task["cost_picousd"] == sum(costs)
+
+
+async def test_an_estimated_attempt_makes_the_cost_incomplete(ledger: Ledger) -> None:
+    ledger.record(rec(request="r", cost=70))
+    assert (await ledger.get("acme", "t1"))["cost_complete"] is True
+    ledger.record(rec(request="s", cost=50, usage_source="estimated", outcome="cancelled", waste_reason="cancelled",
+                      usage_lower_bound=True))
+    task = await ledger.get("acme", "t1")
+    assert (task["unpriced_attempts"], task["estimated_attempts"], task["cost_complete"]) == (0, 1, False)
+    records = await ledger.attempts("acme", "t1")
+    assert [r["usage_lower_bound"] for r in records] == [False, True]
+    await ledger.complete("acme", "t1", "succeeded")
+    now = time.time()
+    (row,) = (await ledger.report("acme", now - 60, now))["task_types"]
+    assert (row["estimated_attempts"], row["cost_complete"]) == (1, False)
+
+
+async def test_every_money_field_has_an_exact_twin(ledger: Ledger) -> None:
+    # $1,234,567.891234567891 over two records (one record holds < $1M): a float keeps ~16 significant
+    # digits, the twins keep all of them
+    big = 1_234_567_891_234_567_891
+    ledger.record(rec(cost=big - 617_283_945_617_283_945))
+    ledger.record(rec(cost=617_283_945_617_283_945))
+    ledger.record(rec(cost=1, waste_reason="failed", outcome="error", final=False))
+    task = await ledger.get("acme", "t1")
+    assert task["cost_picousd"] == big + 1 and task["cost_usd_exact"] == "1234567.891234567892"
+    assert float(task["cost_usd_exact"]) == task["cost_usd"] and Decimal(task["cost_usd"]) != Decimal(
+        task["cost_usd_exact"]), "the float is the inexact one"
+    assert task["waste_usd_exact"] == "0.000000000001" and task["waste_picousd"] == 1
+    assert task["models"][0]["cost_usd_exact"] == "1234567.891234567892"
+    await ledger.complete("acme", "t1", "succeeded")
+    done = await ledger.get("acme", "t1")  # triage is priced at $0.05 a task
+    assert done["price_usd_exact"] == "0.05"
+    assert done["margin_picousd"] == 5 * 10**10 - big - 1
+    assert Decimal(done["margin_usd_exact"]) == Decimal("0.05") - Decimal("1234567.891234567892")
+    now = time.time()
+    (row,) = (await ledger.report("acme", now - 60, now))["task_types"]
+    assert row["cost_usd_exact"] == "1234567.891234567892"
+    assert row["cost_per_succeeded_task_usd_exact"] == "1234567.891234567892"
+    assert row["waste_usd_exact"]["failed"] == "0.000000000001"
+    assert Decimal(row["revenue_usd_exact"]) == Decimal("0.05")
+    assert Decimal(row["margin_usd_exact"]) == Decimal("0.05") - Decimal("1234567.891234567892")
+    assert Decimal(row["margin_per_succeeded_task_usd_exact"]) == Decimal(row["margin_usd_exact"])

@@ -307,6 +307,10 @@ def test_the_page_renders_the_ledger_in_a_browser(gateway: Any, chromium: Chromi
     assert chromium.js("document.querySelectorAll('#chart-cost circle').length") == 14 * len(TYPES)
     assert chromium.js("document.querySelectorAll('#chart-cost polyline').length") == len(TYPES)
     assert "Could not" not in text
+    # the page sums exact decimal strings as BigInt pico-dollars, never floats (0.1 + 0.2 != 0.3 in floats)
+    assert chromium.js("String(window.taskgateMoney.picoSum(['0.1', '0.2', '1234567.891234567891']))") == \
+        "1234568191234567891"
+    assert chromium.js("String(window.taskgateMoney.pico('-0.000000000001'))") == "-1"
 
     height = chromium.js("Math.ceil(document.documentElement.scrollHeight)")
     shot = chromium.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,

@@ -63,6 +63,10 @@ class Metrics:
         self.cost = Counter("taskgate_cost_usd", "Cost of upstream attempts in USD", ["model", "provider"], registry=r)
         self.unpriced = Counter("taskgate_unpriced_requests", "Attempts with no known price",
                                 ["model", "provider"], registry=r)
+        self.estimated = Counter("taskgate_estimated_usage_attempts",
+                                 "Attempts whose usage (and so cost) is the gateway's estimate, not the provider's; "
+                                 "type: lower_bound when hidden reasoning tokens may be missing, else estimate",
+                                 ["model", "provider", "type"], registry=r)
         self.tasks = Counter("taskgate_tasks", "Tasks ended, by outcome", ["task_type", "outcome"], registry=r)
         self.task_cost = Histogram("taskgate_task_cost_usd", "Cost of ended tasks in USD", ["task_type", "outcome"],
                                    buckets=COST_BUCKETS, registry=r)
@@ -140,6 +144,8 @@ class Metrics:
             self.retries.labels(model, provider).inc()
         elif rec.waste_reason == "fallback":
             self.fallbacks.labels(model, provider).inc()
+        if rec.usage_source == "estimated":
+            self.estimated.labels(model, provider, "lower_bound" if rec.usage_lower_bound else "estimate").inc()
         if rec.cost_picousd is None:
             if rec.usage is not None:
                 self.unpriced.labels(model, provider).inc()

@@ -30,9 +30,12 @@ class AttemptRecord:
     duration_s: float
     ttft_s: float | None = None  # streams: time to first upstream event
     final: bool = True  # False when the gateway moved on to another attempt (retry/fallback)
-    waste_reason: str | None = None  # "retry", "fallback" or "cancelled": what was billed was not delivered
+    # "retry", "fallback", "cancelled", or "failed" (a final failed attempt that still cost, e.g. GPU seconds):
+    # what was billed was not delivered
+    waste_reason: str | None = None
     end_outcome: str | None = None  # a generated one-request task ends with this record
     reserved_picousd: int | None = None  # the budget reservation this (final) record releases
     budget_picousd: int | None = None  # the task's budget, when the request set one
+    usage_lower_bound: bool = False  # an estimate that may miss tokens (hidden reasoning of a cancelled stream)
     spend_period: tuple[str, str] = ("", "")  # UTC (yyyymmdd, yyyymm) the tenant's spend is booked to
     one_request: bool = False  # the task is the request's own (no task id was sent)

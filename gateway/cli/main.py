@@ -36,9 +36,26 @@ def _load(path: str | None) -> config_mod.Config | None:
         return None
 
 
+def _price_source(cfg: config_mod.Config) -> str | None:
+    """Where prices come from, with the number of priced models; None (and a message) when the map is invalid."""
+    from gateway.accounting.prices import BUNDLED, PriceMapError, bundled_map_path, load_price_map
+
+    try:
+        price_map = load_price_map(cfg.pricing.map_path)
+    except PriceMapError as exc:
+        print(f"invalid config {cfg.source}:\n  - pricing.map_path: {exc}", file=sys.stderr)
+        return None
+    priced = sum(1 for e in price_map.values() if e.get("input_cost_per_token") is not None)
+    where = cfg.pricing.map_path or f"{BUNDLED}, {bundled_map_path()}"
+    return f"{where} ({priced} priced models)"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
+        return 1
+    prices = _price_source(cfg)
+    if prices is None:
         return 1
     deployments = cfg.deployments
     print(f"config OK: {cfg.source}")
@@ -52,6 +69,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for off in cfg.disabled:
         label = "warning: disabled" if off.cause == "kind" else "disabled"
         print(f"  {label}: {off.id}: {off.reason}")
+    print(f"  prices: {prices}")
     print(f"  store: {'embedded at ' + cfg.store.path if cfg.store.url == 'embedded' else 'redis (shared)'}")
     print(f"  auth: {len(cfg.keys)} key(s)" if cfg.keys else "  auth: off (no keys configured)")
     for note in cfg.notes:
@@ -93,7 +111,7 @@ def startup_lines(cfg: config_mod.Config, url: str) -> list[str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    if cfg is None:
+    if cfg is None or (cfg.pricing.map_path and _price_source(cfg) is None):
         return 1
     if args.access_log:
         os.environ[ACCESS_LOG_ENV] = "1"

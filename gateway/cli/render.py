@@ -84,10 +84,20 @@ def _text(value: Any) -> str:
     return "—" if value is None or value == "" else escape(str(value))
 
 
+def exact_money(row: dict[str, Any], key: str) -> Decimal | None:
+    """A money field from its exact twin (``<key>_exact``, a decimal string) when the API gave one."""
+    twin = row.get(f"{key}_exact")
+    return to_decimal(twin) if twin is not None else to_decimal(row.get(key))
+
+
+def exact_waste(row: dict[str, Any]) -> dict[str, Any]:
+    return row.get("waste_usd_exact") or row.get("waste_usd") or {}
+
+
 def csv_row(row: dict[str, Any], since: float | None, until: float | None) -> list[str]:
-    waste = row.get("waste_usd") or {}
-    money = {k: to_decimal(row.get(k)) for k in ("cost_per_succeeded_task_usd", "price_usd", "revenue_usd",
-                                                   "margin_usd", "margin_per_succeeded_task_usd")}
+    waste = exact_waste(row)
+    money = {k: exact_money(row, k) for k in ("cost_per_succeeded_task_usd", "price_usd", "revenue_usd",
+                                                "margin_usd", "margin_per_succeeded_task_usd")}
     wastes = {k: to_decimal(waste.get(k)) for k in WASTE_KINDS}
     known = [w for w in wastes.values() if w is not None]
     values: dict[str, Any] = {
@@ -132,15 +142,16 @@ def print_report(rows: Sequence[dict[str, Any]], since: float | None, until: flo
     waste_table = _table("waste by reason")
     _columns(waste_table, ("task type", *(kind.replace("_", " ") for kind in WASTE_KINDS)), left=("task type",))
     for r in rows:
-        waste = r.get("waste_usd") or {}
+        waste = exact_waste(r)
         total = sum((to_decimal(v) or Decimal(0) for v in waste.values()), Decimal(0))
         cells = [_text(r.get("task_type")), fmt_int(r.get("tasks")), fmt_int(r.get("succeeded")),
                  fmt_int(r.get("failed")), fmt_int(r.get("abandoned")), fmt_ratio(r.get("success_rate")),
                  fmt_usd(r.get("cost_usd"), r.get("cost_picousd")) + ("*" if r.get("unpriced_attempts") else ""),
-                 fmt_usd(r.get("cost_per_succeeded_task_usd")), fmt_usd(total), fmt_ratio(r.get("waste_ratio"))]
+                 fmt_usd(exact_money(r, "cost_per_succeeded_task_usd")), fmt_usd(total),
+                 fmt_ratio(r.get("waste_ratio"))]
         if priced:
-            cells += [fmt_usd(r.get(k)) for k in ("price_usd", "revenue_usd", "margin_usd",
-                                                  "margin_per_succeeded_task_usd")]
+            cells += [fmt_usd(exact_money(r, k)) for k in ("price_usd", "revenue_usd", "margin_usd",
+                                                            "margin_per_succeeded_task_usd")]
         table.add_row(*cells)
         waste_table.add_row(_text(r.get("task_type")), *(fmt_usd(waste.get(k)) for k in WASTE_KINDS))
     console.print(table)
@@ -161,7 +172,7 @@ def _print_compact_report(console: Console, rows: Sequence[dict[str, Any]], peri
     _columns(table, columns, left=("task type",), narrow=True)
     lines = []
     for r in rows:
-        waste = r.get("waste_usd") or {}
+        waste = exact_waste(r)
         total = sum((to_decimal(v) or Decimal(0) for v in waste.values()), Decimal(0))
         cells = [_text(r.get("task_type")), fmt_int(r.get("succeeded")), fmt_int(r.get("failed")),
                  fmt_int(r.get("abandoned")), fmt_usd(r.get("cost_per_succeeded_task_usd")),

@@ -93,6 +93,7 @@ class Config:
     policies: Policies = field(default_factory=Policies)
     notes: tuple[Note, ...] = ()  # LiteLLM keys translated or ignored, one line each
     wildcards: tuple[Wildcard, ...] = ()  # model_name "*" / "provider/*" entries, resolved per request
+    pricing: schema.PricingSection = field(default_factory=schema.PricingSection)
 
     @property
     def spool_dir(self) -> str:
@@ -288,6 +289,12 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
     for dep_id in doc.pricing.deployments:
         if dep_id not in seen_ids:
             problems.append(Problem(f"pricing.deployments.{dep_id}", "", "no deployment has this id (model_info.id)"))
+    pricing = doc.pricing
+    if pricing.map_path:
+        map_path = os.path.join(os.path.dirname(os.path.abspath(source)), os.path.expanduser(pricing.map_path))
+        if not os.path.isfile(map_path):
+            problems.append(Problem("pricing.map_path", repr(pricing.map_path), "no such file"))
+        pricing = pricing.model_copy(update={"map_path": map_path})
 
     problems += [Problem(k, v, r) for k, v, r in check_references(doc.routing, doc.compliance, doc.tenants, all_ids)]
     problems += _tenant_names(doc)
@@ -337,6 +344,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
         policies=Policies(litellm_settings.routing_with(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
         notes=notes + settings.notes + tuple(group_notes),
         wildcards=tuple(wildcards),
+        pricing=pricing,
     )
 
 
@@ -375,7 +383,7 @@ def _with_pricing(params: dict[str, Any], pricing: schema.DeploymentPricing | No
     if pricing is None:
         return params
     out = dict(params)
-    for key in ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost"):
+    for key in schema.PRICE_KEYS:
         value = getattr(pricing, key)
         if value is not None:
             out[key] = value

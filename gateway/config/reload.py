@@ -71,7 +71,12 @@ class ConfigWatcher:
         if new.store != old.store:
             log.warning("config reload: 'store' changed; that takes a restart (the old store stays in use)")
             new = config_mod.replace_store(new, old.store)
-        self._apply(new)
+        try:
+            self._apply(new)
+        except ValueError as exc:  # e.g. pricing.map_path is not a valid price map
+            log.error("config reload rejected; the previous config keeps serving.\n%s", exc)
+            self._report("rejected")
+            return False
         self._report("applied")
         log.info("config reloaded from %s: %d public models", new.source, len(new.public_models()))
         return True

@@ -132,14 +132,27 @@ class BudgetsSection(Strict):
 
 
 class DeploymentPricing(Strict):
+    """Overrides laid over the price map's entry key by key (unset keys keep the map's price)."""
+
     input_cost_per_token: Money | None = Field(default=None, ge=0)
     output_cost_per_token: Money | None = Field(default=None, ge=0)
     cache_read_input_token_cost: Money | None = Field(default=None, ge=0)
+    cache_creation_input_token_cost: Money | None = Field(default=None, ge=0)
+    cache_creation_input_token_cost_above_1hr: Money | None = Field(default=None, ge=0)
+    output_cost_per_reasoning_token: Money | None = Field(default=None, ge=0)
     gpu_hourly_usd: Money | None = Field(default=None, ge=0)  # priced per second of upstream time
+
+
+PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+              "cache_creation_input_token_cost", "cache_creation_input_token_cost_above_1hr",
+              "output_cost_per_reasoning_token")
 
 
 class PricingSection(Strict):
     deployments: dict[str, DeploymentPricing] = Field(default_factory=dict)  # by deployment id
+    # a newer model_prices_and_context_window.json than the installed LiteLLM bundles
+    # (relative to the config file's directory); None: the bundled map
+    map_path: str | None = None
 
 
 class KeyEntry(Strict):

@@ -91,4 +91,6 @@ def mount_ui(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
             tenants.append({"name": name, "has_tasks": bool(recent["data"])})
         return {"object": "ui.context", "tenant": caller.name, "auth": bool(snapshots.config.keys), "tenants": tenants,
                 "task_types": {name: (float(t.price_usd) if t.price_usd is not None else None)
-                               for name, t in snapshots.config.tasks.types.items()}}
+                               for name, t in snapshots.config.tasks.types.items()},
+                "task_types_exact": {name: (format(t.price_usd, "f") if t.price_usd is not None else None)
+                                     for name, t in snapshots.config.tasks.types.items()}}

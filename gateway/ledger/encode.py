@@ -78,7 +78,9 @@ def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
         "input_tokens": u.input_tokens if u else 0, "output_tokens": u.output_tokens if u else 0,
         "cached_input_tokens": u.cached_input_tokens if u else 0,
         "reasoning_tokens": u.reasoning_tokens if u else 0,
-        "usage_source": rec.usage_source,
+        "cache_write_tokens": u.cache_write_tokens if u else 0,
+        "service_tier": u.service_tier if u else None,
+        "usage_source": rec.usage_source, "usage_lower_bound": rec.usage_lower_bound,
         "cost_source": ("unpriced" if rec.cost_picousd is None else
                         "estimated" if rec.usage_source == "estimated" else "computed"),
         "cost": "" if rec.cost_picousd is None else str(rec.cost_picousd),

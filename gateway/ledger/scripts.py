@@ -23,7 +23,7 @@ local function end_task(k, id, outcome, now, day, retention)
   redis.call('HINCRBY', agg, p .. 'tasks', 1)
   local fields = {'cost_pusd', 'requests', 'attempts', 'input_tokens', 'output_tokens',
                   'waste_pusd', 'waste:retry', 'waste:fallback', 'waste:cancelled', 'waste:interrupted',
-                  'unpriced', 'estimated'}
+                  'waste:failed', 'unpriced', 'estimated'}
   local values = redis.call('HMGET', t, unpack(fields))
   for i, f in ipairs(fields) do
     local v = values[i]

@@ -6,15 +6,26 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
-from gateway.accounting.pricing import PICO, usd
+from gateway.accounting.pricing import PICO, format_usd, usd
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
-WASTE_REASONS = ("retry", "fallback", "cancelled", "interrupted")
+WASTE_REASONS = ("retry", "fallback", "cancelled", "interrupted", "failed")
 
 
 def money(picousd: int) -> float:
     """A JSON number in USD (12 decimals). The exact integer is given beside it."""
     return float(usd(picousd))
+
+
+def exact(picousd: int) -> str:
+    """The exact twin of a money field: USD as a decimal string (up to 12 places, no exponent)."""
+    return format_usd(picousd)
+
+
+def exact_price(price: Decimal) -> str:
+    """A configured price (Decimal USD) as an exact decimal string."""
+    text = format(price.normalize(), "f")
+    return text if "." in text else text + ".0"
 
 
 def _int(h: Mapping[str, str], key: str) -> int:
@@ -42,8 +53,10 @@ def task_summary(h: Mapping[str, str], price_usd: Decimal | None = None) -> dict
         row.update({f: entry.get(f, 0) for f in TOKEN_FIELDS})
         row["cost_usd"] = money(entry.get("cost_pusd", 0))
         row["cost_picousd"] = entry.get("cost_pusd", 0)
+        row["cost_usd_exact"] = exact(row["cost_picousd"])
         breakdown.append(row)
-    waste = {reason: money(_int(h, f"waste:{reason}")) for reason in WASTE_REASONS}
+    waste_pico = {reason: _int(h, f"waste:{reason}") for reason in WASTE_REASONS}
+    waste = {reason: money(v) for reason, v in waste_pico.items()}
     status = h.get("status", "open")
     out: dict[str, Any] = {
         "object": "task",
@@ -59,18 +72,28 @@ def task_summary(h: Mapping[str, str], price_usd: Decimal | None = None) -> dict
         **{f: _int(h, f) for f in TOKEN_FIELDS},
         "cost_usd": money(cost),
         "cost_picousd": cost,
+        "cost_usd_exact": exact(cost),
         "waste_usd": money(_int(h, "waste_pusd")),
+        "waste_picousd": _int(h, "waste_pusd"),
         "waste_by_reason": waste,
+        "waste_by_reason_picousd": waste_pico,
+        "waste_usd_exact": exact(_int(h, "waste_pusd")),
         "unpriced_attempts": _int(h, "unpriced"),
         "estimated_attempts": _int(h, "estimated"),
         "reserved_picousd": _int(h, "reserved_pusd"),  # held by requests in flight (released by their final record)
-        "cost_complete": _int(h, "unpriced") == 0,
+        # complete: every attempt priced from the provider's own usage (no unpriced, no estimated attempt)
+        "cost_complete": _int(h, "unpriced") == 0 and _int(h, "estimated") == 0,
         "budget_usd": money(_int(h, "budget_pusd")) if h.get("budget_pusd") else None,
+        "budget_picousd": _int(h, "budget_pusd") if h.get("budget_pusd") else None,
         "models": breakdown,
     }
     if price_usd is not None:
+        margin = int(price_usd * PICO) - cost if status == "succeeded" else -cost
         out["price_usd"] = float(price_usd)
+        out["price_usd_exact"] = exact_price(price_usd)
         out["margin_usd"] = float(price_usd - usd(cost)) if status == "succeeded" else float(-usd(cost))
+        out["margin_picousd"] = margin
+        out["margin_usd_exact"] = exact(margin)
     return out
 
 
@@ -108,17 +131,38 @@ def report_rows(aggs: Iterable[Mapping[str, str]], prices: Mapping[str, Decimal 
             "output_tokens": sum(t.get(f"{o}|output_tokens", 0) for o in by),
             "cost_usd": money(total_cost),
             "cost_picousd": total_cost,
+            "cost_usd_exact": exact(total_cost),
+            # exact twin: the exact quotient, as a decimal string (the float field rounds it down to a pico-dollar)
             "cost_per_succeeded_task_usd": money(total_cost // by["succeeded"]) if by["succeeded"] else None,
+            "cost_per_succeeded_task_usd_exact": _quotient(total_cost, by["succeeded"]),
             "waste_usd": {r: money(v) for r, v in waste.items()},
+            "waste_picousd": waste,
+            "waste_usd_exact": {r: exact(v) for r, v in waste.items()},
             "waste_ratio": (sum(waste.values()) / total_cost) if total_cost else None,
             "unpriced_attempts": sum(t.get(f"{o}|unpriced", 0) for o in by),
+            "estimated_attempts": sum(t.get(f"{o}|estimated", 0) for o in by),
         }
+        row["cost_complete"] = row["unpriced_attempts"] == 0 and row["estimated_attempts"] == 0
         if price is not None:
             revenue = int(price * PICO) * by["succeeded"]
             row["price_usd"] = float(price)
+            row["price_usd_exact"] = exact_price(price)
             row["revenue_usd"] = money(revenue)
+            row["revenue_picousd"] = revenue
+            row["revenue_usd_exact"] = exact(revenue)
             row["margin_usd"] = money(revenue - total_cost)
+            row["margin_picousd"] = revenue - total_cost
+            row["margin_usd_exact"] = exact(revenue - total_cost)
             row["margin_per_succeeded_task_usd"] = (
                 money((revenue - total_cost) // by["succeeded"]) if by["succeeded"] else None)
+            row["margin_per_succeeded_task_usd_exact"] = _quotient(revenue - total_cost, by["succeeded"])
         rows.append(row)
     return rows
+
+
+def _quotient(picousd: int, n: int) -> str | None:
+    """``picousd / n`` in USD, exact to 18 places (rounded half-even beyond), as a decimal string."""
+    if not n:
+        return None
+    text = format((Decimal(picousd) / PICO / n).quantize(Decimal("1e-18")).normalize(), "f")
+    return text if "." in text else text + ".0"

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-from gateway.accounting.estimate import worst_case_usage
+from gateway.accounting.estimate import may_reason, worst_case_usage
 from gateway.accounting.pricing import cost_picousd
 from gateway.accounting.records import AttemptRecord
 from gateway.ledger.encode import INTERRUPTED_ATTEMPT
@@ -59,6 +59,7 @@ class Attempted:
     usage_source: str = "none"  # provider | estimated | none
     ttft: float | None = None  # streams: seconds to the first event
     committed: bool = False  # the client already has bytes of this attempt: no failover
+    lower_bound: bool = False  # an estimate that may miss tokens (hidden reasoning of a cancelled stream)
 
 
 class Exchange(Protocol):
@@ -279,17 +280,27 @@ class AttemptLoop:
         elapsed = time.monotonic() - t0
         usage = result.usage
         price = call.snapshot.price(dep)
-        if usage is None:
-            cost: int | None = 0 if result.usage_source == "none" else None
-        else:
-            cost = None if price is None else cost_picousd(usage, price, elapsed)
         failure = result.failure
+        if usage is None:
+            # no tokens to bill, but a per-second (GPU-hour) deployment still spent its seconds
+            seconds = price is not None and price.per_second > 0
+            cost: int | None = (cost_picousd(Usage(), price, elapsed) if price is not None and seconds
+                                else 0 if result.usage_source == "none" else None)
+        else:
+            search = call.request.body.get("web_search_options") if outcome == "ok" else None
+            cost = None if price is None else cost_picousd(
+                usage, price, elapsed, search_queries=1 if isinstance(search, dict) else 0,
+                search_context_size=search.get("search_context_size") if isinstance(search, dict) else None)
+        if failure is not None and not waste_reason and cost:
+            waste_reason = "failed"  # billed (seconds, or tokens the provider reported) and nothing delivered
         rec = AttemptRecord(
             request_id=call.request_id, attempt=self.attempts, task_id=call.task.id, task_type=call.task.type,
             tenant=call.tenant.name, operation=call.operation, model=call.model, deployment=dep.id,
             provider=dep.kind, outcome=outcome, status=status,
             error_reason=failure.reason.value if failure else None, usage=usage, usage_source=result.usage_source,
             cost_picousd=cost, started_at=started, duration_s=elapsed, ttft_s=result.ttft, final=final,
+            usage_lower_bound=result.lower_bound or (result.usage_source == "estimated"
+                                                     and may_reason(dep.model, call.request.body)),
             waste_reason=waste_reason,
             end_outcome=("succeeded" if outcome == "ok" else "failed") if final and call.task.generated else None,
             one_request=call.task.generated,

@@ -40,6 +40,7 @@ class StreamChat:
         assert isinstance(call.request, ChatRequest)
         self.call = call
         self.chat: ChatRequest = call.request
+        self.upstream_model = ""  # the deployment's model, for a model-aware estimate
         self.transport = transport
         self.send = send
         self.front = front
@@ -54,6 +55,7 @@ class StreamChat:
     async def attempt(self, adapter: Adapter, dep: Deployment, up_req: UpstreamRequest) -> Attempted:
         decoder = self.decoder = adapter.stream_decoder(
             dep, self.chat.hands_through(adapter.kind, adapter.passthrough and self.front.takes_chat_bytes))
+        self.upstream_model = dep.model
         self.ttft = None
         t0 = time.monotonic()
         feed, encode, send = decoder.feed, self.encoder.encode, self.send  # the per-chunk path, kept flat
@@ -131,7 +133,7 @@ class StreamChat:
             return decoder.usage, "provider"
         text = decoder.text
         if text or self.started_response:
-            return estimate_usage(self.chat.body, text), "estimated"
+            return estimate_usage(self.chat.body, text, self.upstream_model), "estimated"
         return None, "none"
 
 

@@ -35,11 +35,13 @@ class _Unary:
         self.transport = transport
         self.send = send
         self.body = b""
+        self.upstream_model = ""  # the deployment's model, for a model-aware estimate
 
     def _encode(self, adapter: Adapter, dep: Deployment, raw: bytes) -> tuple[bytes, Usage]:
         raise NotImplementedError
 
     async def attempt(self, adapter: Adapter, dep: Deployment, up_req: UpstreamRequest) -> Attempted:
+        self.upstream_model = dep.model
         try:
             reply = await self.transport.send(up_req, self.call.snapshot.unary_timeouts[dep.id])
         except UpstreamCallError as exc:
@@ -69,7 +71,7 @@ class _Unary:
 
     def interrupted(self) -> tuple[Usage | None, str]:
         # cancelled while the upstream worked on it: it saw the prompt, so count that, and say it is an estimate
-        return estimate_usage(self.call.request.body, []), "estimated"
+        return estimate_usage(self.call.request.body, [], self.upstream_model), "estimated"
 
 
 class UnaryChat(_Unary):

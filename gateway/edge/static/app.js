@@ -33,6 +33,18 @@
     const digits = Math.min(12, 2 - Math.floor(Math.log10(a)));
     return "$" + v.toFixed(digits);
   }
+  // Exact money: the API gives every amount as a decimal string too (*_exact); sums are BigInt
+  // pico-dollars, so the page never adds floats. Only the final display converts to a Number.
+  const PICO = 1000000000000n;
+  function pico(text) {
+    if (text === null || text === undefined) return 0n;
+    const s = String(text), neg = s.startsWith("-"), [whole, frac = ""] = (neg ? s.slice(1) : s).split(".");
+    const v = BigInt(whole || "0") * PICO + BigInt((frac + "000000000000").slice(0, 12));
+    return neg ? -v : v;
+  }
+  const picoSum = (values) => values.reduce((a, v) => a + pico(v), 0n);
+  const fromPico = (p) => Number(p / PICO) + Number(p % PICO) / 1e12;
+  window.taskgateMoney = Object.freeze({ pico, picoSum, fromPico }); // for the page's tests
   // axis ticks: the same, without trailing zeros ("$0.000075", not "$0.0000750")
   const usdTick = (v) => usd(v).replace(/(\.\d*?[1-9])0+$/, "$1").replace(/\.0+$/, "");
   const pct = (v) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(v >= 0.995 || v < 0.1 ? 1 : 0) + "%";
@@ -167,10 +179,10 @@
   function renderStats(period) {
     const rows = period.task_types;
     const sum = (f) => rows.reduce((a, r) => a + (r[f] || 0), 0);
-    const spend = sum("cost_usd");
+    const spend = fromPico(picoSum(rows.map((r) => r.cost_usd_exact)));
     const ended = sum("tasks");
     const succeeded = sum("succeeded");
-    const waste = rows.reduce((a, r) => a + Object.values(r.waste_usd || {}).reduce((x, y) => x + y, 0), 0);
+    const waste = fromPico(picoSum(rows.flatMap((r) => Object.values(r.waste_usd_exact || {}))));
     $("stat-spend").textContent = usd(spend);
     $("stat-tasks").textContent = int(ended);
     $("stat-success").replaceChildren(ended ? pct(succeeded / ended) : "–", el("small", {}, int(succeeded) + " of " + int(ended)));
@@ -259,15 +271,19 @@
     for (const t of tasks) {
       for (const m of t.models || []) {
         const p = m.provider || "unknown";
-        if (!byProvider.has(p)) byProvider.set(p, { cost: 0, models: new Map() });
+        if (!byProvider.has(p)) byProvider.set(p, { pico: 0n, models: new Map() });
         const entry = byProvider.get(p);
-        entry.cost += m.cost_usd || 0;
-        entry.models.set(m.model, (entry.models.get(m.model) || 0) + (m.cost_usd || 0));
+        entry.pico += pico(m.cost_usd_exact);
+        entry.models.set(m.model, (entry.models.get(m.model) || 0n) + pico(m.cost_usd_exact));
       }
+    }
+    for (const entry of byProvider.values()) {
+      entry.cost = fromPico(entry.pico);
+      entry.models = new Map([...entry.models.entries()].map(([name, p]) => [name, fromPico(p)]));
     }
     $("provider-hint").textContent = `From the per-model breakdown of the ${int(tasks.length)} most recent tasks started in the period.`;
     const rows = [...byProvider.entries()].sort((a, b) => b[1].cost - a[1].cost);
-    const total = rows.reduce((a, [, e]) => a + e.cost, 0);
+    const total = fromPico(rows.reduce((a, [, e]) => a + e.pico, 0n));
     const W = Math.max(box.clientWidth || 400, 320), rowH = 46, m = { l: 10, r: 10 };
     const H = Math.max(rows.length, 1) * rowH + 6;
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Spend by provider" });
@@ -295,7 +311,7 @@
     body.replaceChildren();
     const rows = [...period.task_types].sort((a, b) => b.cost_usd - a.cost_usd);
     for (const r of rows) {
-      const wasted = Object.values(r.waste_usd || {}).reduce((a, b) => a + b, 0);
+      const wasted = fromPico(picoSum(Object.values(r.waste_usd_exact || {})));
       body.append(el("tr", {},
         el("td", {}, r.task_type),
         el("td", { class: "num" }, int(r.tasks)),
