@@ -18,7 +18,7 @@ another kind of item starts or the stream ends.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -35,8 +35,15 @@ from providers.canonical import (
     UsageReport,
 )
 
-if TYPE_CHECKING:
-    from gateway.fronts.responses import ResponsesFront
+
+
+class ResponseMaker(Protocol):
+    """What the encoder needs from its front (gateway/fronts/responses.py's ResponsesFront)."""
+
+    def response_object(self, model: str, status: str, output: list[dict[str, Any]],
+                        usage: Usage | None, error: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def finished(self, response: dict[str, Any]) -> None: ...
 
 
 class _Item:
@@ -51,7 +58,7 @@ class _Item:
 class ResponsesStreamEncoder:
     content_type = b"text/event-stream"
 
-    def __init__(self, front: "ResponsesFront", model: str) -> None:
+    def __init__(self, front: ResponseMaker, model: str) -> None:
         self.front = front
         self.model = model
         self.seq = 0
