@@ -36,7 +36,6 @@ from providers.canonical import (
 )
 
 
-
 class ResponseMaker(Protocol):
     """What the encoder needs from its front (gateway/fronts/responses.py's ResponsesFront)."""
 
