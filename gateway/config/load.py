@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from gateway.config import litellm as litellm_settings
 from gateway.config import schema as schema
 from gateway.config.deployments import SECRET_KEYS, build_deployment
+from gateway.config.identity import Tenant
 from gateway.config.litellm import Note
 from gateway.config.wildcards import Wildcard, captured_env, is_wildcard
 from policies.decide import Policies
@@ -71,12 +72,6 @@ class Disabled:
     id: str
     reason: str
     cause: str = "env"
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    name: str
-    admin: bool = False
 
 
 @dataclass(frozen=True)

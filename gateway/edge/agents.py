@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import orjson
 
 from gateway.accounting.estimate import count_tokens, estimate_usage
-from gateway.config.load import Tenant
+from gateway.config.identity import Tenant
 from gateway.edge.http import send_json
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.fronts import conversations

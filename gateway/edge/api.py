@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.accounting.metrics import Metrics
-from gateway.config.load import Tenant
+from gateway.config.identity import Tenant
 from gateway.edge.auth import authenticate
 from gateway.errors import (
     BadRequest,

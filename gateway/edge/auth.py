@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Mapping
 
-from gateway.config.load import Tenant
+from gateway.config.identity import Tenant
 from gateway.errors import Unauthorized
 
 ANONYMOUS = Tenant("default", admin=True)  # when no auth is configured

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from gateway.config.load import Tenant
+from gateway.config.identity import Tenant
 from gateway.errors import NotFound, PolicyDenied
 from gateway.ledger.ledger import Ledger
 from gateway.snapshot import CurrentSnapshot

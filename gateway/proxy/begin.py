@@ -17,7 +17,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from gateway.accounting.pricing import PICO
-from gateway.config.load import Config, Tenant
+from gateway.config.identity import Tenant
+from gateway.config.load import Config
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.fronts.base import ChatFront, EmbeddingsFront
 from gateway.ledger.ledger import Ledger

@@ -6,7 +6,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 
-from gateway.config.load import Tenant
+from gateway.config.identity import Tenant
 from gateway.proxy.tasks import TaskRef
 from gateway.snapshot import Snapshot
 from providers.base import Deployment
