@@ -152,7 +152,9 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
         return await ledger.read_audit(tenant, limit, before)
 
     @api.get("/metrics")
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(request: Request) -> Response:
+        if snapshots.config.server.metrics_auth and not tenant_of(request).admin:  # 401 without a valid key
+            raise PolicyDenied("/metrics needs an admin key (server.metrics_auth)", code="admin_required")
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     from gateway.edge.ui import (
