@@ -157,6 +157,19 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
             raise PolicyDenied("/metrics needs an admin key (server.metrics_auth)", code="admin_required")
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    document: dict[int, dict[str, Any]] = {}  # by config: the examples name the config's models
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_json() -> dict[str, Any]:
+        """The whole API as OpenAPI 3.1 (gateway/edge/openapi.py); FastAPI's docs UI stays off."""
+        config = snapshots.config
+        if id(config) not in document:
+            from gateway.edge.openapi import build_document
+
+            document.clear()
+            document[id(config)] = build_document(api.openapi(), config.public_models())
+        return document[id(config)]
+
     from gateway.edge.ui import (
         mount_ui,  # /ui: the cost page for teams without Grafana (gateway/edge/ui.py)
     )
