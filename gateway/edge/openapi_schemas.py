@@ -155,7 +155,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
                "description": "Anthropic's clients send the key as x-api-key"},
 }
-SECURITY = [{"bearer": []}, {"apiKey": []}, {}]  # {}: no auth configured
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}, {}]  # {}: no auth configured
 
 
 def _ok(schema: str, *, stream: bool = False, headers: bool = True) -> dict[str, Any]:
