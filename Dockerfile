@@ -18,6 +18,8 @@ COPY gateway ./gateway
 COPY providers ./providers
 COPY policies ./policies
 COPY config ./config
+# auth on, from $TASKGATE_MASTER_KEY: the image does not start open (deploy/docker/gateway.yaml)
+COPY deploy/docker/gateway.yaml ./config/docker.yaml
 RUN pip install . \
     && apt-get purge -y build-essential && apt-get autoremove -y \
     && useradd --create-home --uid 10001 taskgate \

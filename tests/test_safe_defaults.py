@@ -88,7 +88,8 @@ def test_auth_on_binds_anywhere_without_a_warning(redis_server: Any, tmp_path: P
 def test_the_docker_image_starts_only_with_auth() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "TASKGATE_CONFIG=/app/config/docker.yaml" in dockerfile
-    text = (ROOT / "config" / "docker.yaml").read_text()
+    assert "COPY deploy/docker/gateway.yaml ./config/docker.yaml" in dockerfile
+    text = (ROOT / "deploy" / "docker" / "gateway.yaml").read_text()
     with pytest.raises(ConfigError, match="master_key"):
         parse(text, "docker.yaml", {})
     config = parse(text, "docker.yaml", {"TASKGATE_MASTER_KEY": "sk-docker-admin"})
