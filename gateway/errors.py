@@ -21,10 +21,12 @@ provider (adapters normalise their provider's wording into a FailureReason).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import orjson
 
 from providers.base import Deployment, FailureReason, UpstreamFailure
+from providers.redact import scrub
 
 
 class GatewayError(Exception):
@@ -132,11 +134,15 @@ def from_upstream(dep: Deployment, failure: UpstreamFailure) -> GatewayError:
 
 
 def redact(dep: Deployment, text: str) -> str:
-    """Upstream messages may echo our credentials ("Incorrect API key provided: sk-...")."""
-    for secret in dep.credentials.secrets():
-        if secret.get():
-            text = text.replace(secret.get(), "***")
-    return text
+    """Upstream messages may echo our credentials or a fragment of them ("Incorrect API key
+    provided: sk-...abcd"), and URLs may carry userinfo: none of it leaves (providers/redact.py)."""
+    return scrub(text, [s.get() for s in dep.credentials.secrets()])
+
+
+def redacted_failure(dep: Deployment, failure: UpstreamFailure) -> UpstreamFailure:
+    """The failure with its message scrubbed: what logs, the ledger and the client see."""
+    message = redact(dep, failure.message)
+    return failure if message == failure.message else replace(failure, message=message)
 
 
 def error_body(err: GatewayError) -> bytes:

@@ -18,6 +18,8 @@ from gateway.edge.asgi import STOP_BOUND_S
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
+# what the Secret taskgate-secrets puts in the pod's environment (deployment.yaml)
+ENV = {"OPENAI_API_KEY": "sk-test", "TASKGATE_REDIS_URL": "redis://redis:6379/0", "TASKGATE_MASTER_KEY": "sk-master"}
 
 
 def _validator() -> list[str]:
@@ -53,13 +55,13 @@ def test_the_validator_rejects_a_broken_manifest(tmp_path: Path) -> None:
 
 def test_the_configmap_holds_a_valid_taskgate_config() -> None:
     text = _load("configmap.yaml")["data"]["gateway.yaml"]
-    config = parse(text, "configmap.yaml", {"OPENAI_API_KEY": "sk-test", "TASKGATE_REDIS_URL": "redis://redis:6379/0"})
+    config = parse(text, "configmap.yaml", ENV)
     assert config.store.url.startswith("redis://"), "replicas share one Redis"
+    assert config.auth_enabled, "the pods listen on 0.0.0.0: without auth, taskgate serve refuses to start"
 
 
 def test_the_stop_fits_in_the_grace_period() -> None:
-    config = parse(_load("configmap.yaml")["data"]["gateway.yaml"], "configmap.yaml",
-                   {"OPENAI_API_KEY": "sk-test", "TASKGATE_REDIS_URL": "redis://redis:6379/0"})
+    config = parse(_load("configmap.yaml")["data"]["gateway.yaml"], "configmap.yaml", ENV)
     pod = _load("deployment.yaml")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]

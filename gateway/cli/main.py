@@ -113,9 +113,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None or (cfg.pricing.map_path and _price_source(cfg) is None):
         return 1
+    from gateway.cli.bind import bind_refusal, open_warning
+
+    refusal = bind_refusal(cfg, args.host)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     if args.access_log:
         os.environ[ACCESS_LOG_ENV] = "1"
     print("\n".join(startup_lines(cfg, f"http://{args.host}:{args.port}")), file=sys.stderr, flush=True)
+    if (warning := open_warning(cfg, args.host)) is not None:
+        print(warning, file=sys.stderr, flush=True)
     import uvicorn
 
     from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, StoreError

@@ -29,6 +29,7 @@ from gateway.config.litellm import Note
 from gateway.config.wildcards import Wildcard, captured_env, is_wildcard
 from policies.decide import Policies
 from policies.schema import check_references
+from providers.redact import strip_userinfo
 from providers import ADAPTERS, parse_model, unsupported_reason
 from providers.environment import env_defaults
 from providers.base import Deployment
@@ -151,7 +152,7 @@ def shown_value(key: str, value: Any) -> str:
         return "'***'"
     if isinstance(value, (dict, list)):
         return ""
-    text = repr(value)
+    text = strip_userinfo(repr(value))  # http://user:PASS@host -> http://***@host
     return text if len(text) <= 80 else text[:77] + "...'"
 
 

@@ -95,6 +95,10 @@ class ServerSection(Strict):
     drain_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     # how long a stored Responses API response (store: true) is kept for previous_response_id and GET
     responses_retention_s: int = Field(default=30 * 86400, ge=1)
+    # with no auth, `taskgate serve` listens only on loopback unless this says otherwise (it warns loudly)
+    allow_unauthenticated: bool = False
+    # GET /metrics answers 401 without an admin key (gateway/edge/api.py)
+    metrics_auth: bool = False
 
 
 Money = Decimal

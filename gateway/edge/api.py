@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.accounting.metrics import Metrics
 from gateway.config.identity import Tenant
+from gateway.config.load import TENANT_NAME
 from gateway.edge.auth import authenticate
 from gateway.errors import (
     BadRequest,
@@ -30,6 +31,12 @@ from gateway.proxy.tasks import TASK_ID
 from gateway.snapshot import CurrentSnapshot
 
 STARTED = int(time.time())
+# since/until/before: a Unix time in seconds, finite and before the year 5000 (else a 400, never a 500)
+MAX_TIME_S = 95_617_584_000.0
+
+
+def _time_query() -> Any:
+    return Query(default=None, ge=0, le=MAX_TIME_S, allow_inf_nan=False)
 
 
 def _error_response(err: GatewayError) -> Response:
@@ -85,7 +92,7 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
         """The caller's tenant; an admin may name another with ``?tenant=``."""
         caller = tenant_of(request)
         if tenant and tenant != caller.name:
-            if not caller.admin:
+            if not caller.admin or not TENANT_NAME.fullmatch(tenant):  # never a store key from a bad name
                 raise NotFound("no such tenant", code="tenant_not_found")
             return tenant
         return caller.name
@@ -122,8 +129,9 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
 
     @api.get("/v1/tasks")
     async def list_tasks(request: Request, tenant: str | None = None, task_type: str | None = None,
-                         status: str | None = None, since: float | None = None, until: float | None = None,
-                         limit: int = Query(default=20, ge=1, le=200), before: float | None = None) -> dict[str, Any]:
+                         status: str | None = None, since: float | None = _time_query(),
+                         until: float | None = _time_query(), limit: int = Query(default=20, ge=1, le=200),
+                         before: float | None = _time_query()) -> dict[str, Any]:
         who = scope_tenant(request, tenant)
         if status not in (None, "open", "succeeded", "failed", "abandoned"):
             raise BadRequest("status must be open, succeeded, failed or abandoned", param="status",
@@ -132,8 +140,8 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
                                     limit=limit, before=before)
 
     @api.get("/v1/reports/tasks")
-    async def report(request: Request, tenant: str | None = None, since: float | None = None,
-                     until: float | None = None) -> dict[str, Any]:
+    async def report(request: Request, tenant: str | None = None, since: float | None = _time_query(),
+                     until: float | None = _time_query()) -> dict[str, Any]:
         who = scope_tenant(request, tenant)
         now = time.time()
         until = now if until is None else until
@@ -144,7 +152,8 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
 
     @api.get("/v1/audit")
     async def audit(request: Request, tenant: str | None = None, limit: int = Query(default=50, ge=1, le=500),
-                    before: str | None = None) -> dict[str, Any]:
+                    before: str | None = Query(default=None, pattern=r"^[0-9]{1,19}(-[0-9]{1,19})?$")
+                    ) -> dict[str, Any]:
         """The policy audit log (denials, redactions, escalations): admins only."""
         caller = tenant_of(request)
         if not caller.admin:
@@ -152,8 +161,23 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
         return await ledger.read_audit(tenant, limit, before)
 
     @api.get("/metrics")
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(request: Request) -> Response:
+        if snapshots.config.server.metrics_auth and not tenant_of(request).admin:  # 401 without a valid key
+            raise PolicyDenied("/metrics needs an admin key (server.metrics_auth)", code="admin_required")
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    document: dict[int, dict[str, Any]] = {}  # by config: the examples name the config's models
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_json() -> dict[str, Any]:
+        """The whole API as OpenAPI 3.1 (gateway/edge/openapi.py); FastAPI's docs UI stays off."""
+        config = snapshots.config
+        if id(config) not in document:
+            from gateway.edge.openapi import build_document
+
+            document.clear()
+            document[id(config)] = build_document(api.openapi(), config.public_models())
+        return document[id(config)]
 
     from gateway.edge.ui import (
         mount_ui,  # /ui: the cost page for teams without Grafana (gateway/edge/ui.py)

@@ -45,6 +45,7 @@ from gateway.services import Services, close_services, open_services
 from gateway.snapshot import CurrentSnapshot, build_snapshot
 from policies.decide import Decision
 from providers.base import Deployment
+from providers.redact import strip_userinfo
 
 log = logging.getLogger("taskgate")
 
@@ -204,7 +205,7 @@ class TaskgateApp:
                 try:
                     await self.start()
                 except Exception as exc:
-                    log.error("startup failed: %s", exc)
+                    log.error("startup failed: %s", strip_userinfo(str(exc)))
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self.watch_signals()

@@ -22,14 +22,14 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Protocol
 
 from gateway.accounting.estimate import may_reason, worst_case_usage
 from gateway.accounting.pricing import cost_picousd
 from gateway.accounting.records import AttemptRecord
 from gateway.ledger.encode import INTERRUPTED_ATTEMPT
-from gateway.errors import BadRequest, GatewayError, ServiceUnavailable, from_upstream
+from gateway.errors import BadRequest, GatewayError, ServiceUnavailable, from_upstream, redacted_failure
 from gateway.proxy.call import Call
 from gateway.services import Services
 from policies.capabilities import unsupported_params
@@ -168,6 +168,8 @@ class AttemptLoop:
                 self._interrupted()
                 raise
             self.current = None
+            if result.failure is not None:  # no secret fragment reaches a log, the ledger or the client
+                result = replace(result, failure=redacted_failure(dep, result.failure))
             if result.failure is None:
                 self.services.health.succeeded(dep, time.monotonic() - t0, result.ttft, self.alpha)
                 cost = self._record(dep, started, t0, "ok", 200, result, final=True)
