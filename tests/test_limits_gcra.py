@@ -64,7 +64,7 @@ def test_settle_table(name: str, tat: int, now: int, delta: int, expected: int |
 ])
 def test_admitted_in_any_window_stays_within_the_bound(rpm: int, burst_s: float, window_s: float, gap_ms: int) -> None:
     """The documented bound: at most per_minute * (burst_s + W) / 60 in any window of W seconds."""
-    lim = L.Limit("k", L.REQUESTS, rpm, burst_s, "x")
+    lim = L.limit("k", L.REQUESTS, rpm, burst_s, "x")
     rng = random.Random(rpm)
     tat, now, admitted = 0, 10 * S, []
     end = now + int(3 * window_s * S)
@@ -130,9 +130,9 @@ def test_which_limits_apply(name: str, tenant: Tenant, section: LimitsSection,
 
 
 def test_headers_name_the_tightest_bucket_per_dimension() -> None:
-    key = L.Limit("a", L.REQUESTS, 60, 60, "key")  # 60 left when full
-    tenant = L.Limit("b", L.REQUESTS, 600, 60, "tenant")
-    tokens = L.Limit("c", L.TOKENS, 6000, 60, "tenant")
+    key = L.limit("a", L.REQUESTS, 60, 60, "key")  # 60 left when full
+    tenant = L.limit("b", L.REQUESTS, 600, 60, "tenant")
+    tokens = L.limit("c", L.TOKENS, 6000, 60, "tenant")
     # key: 10 s of debt -> 50 left; tenant: 59 s of debt -> 10 left (tightest); tokens: 1 s -> 5900
     got = dict(L.headers([key, tenant, tokens], [10 * S, 59 * S, S]))
     assert got == {b"x-ratelimit-limit-requests": b"600", b"x-ratelimit-remaining-requests": b"10",
@@ -152,9 +152,9 @@ async def test_lua_check_and_settle_match_the_pure_arithmetic(redis_server: Redi
     r = aioredis.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/{next(_dbs)}")
     check, settle = r.register_script(CHECK), r.register_script(SETTLE)
     await r.flushdb()
-    limits = [L.Limit("tg:{t}:rl:rpm:tenant", L.REQUESTS, 120, 2, "t"),
-              L.Limit("tg:{t}:rl:tpm:tenant", L.TOKENS, 6000, 2, "t"),
-              L.Limit("tg:{t}:rl:tpm:key:k", L.TOKENS, 900, 3, "k")]
+    limits = [L.limit("tg:{t}:rl:rpm:tenant", L.REQUESTS, 120, 2, "t"),
+              L.limit("tg:{t}:rl:tpm:tenant", L.TOKENS, 6000, 2, "t"),
+              L.limit("tg:{t}:rl:tpm:key:k", L.TOKENS, 900, 3, "k")]
     rng = random.Random(7)
     tats = [0, 0, 0]
     now = 1_700_000_000 * S

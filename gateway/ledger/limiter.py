@@ -98,15 +98,23 @@ class Limiter:
         self.check_script = redis.register_script(CHECK)
         self.settle_script = redis.register_script(SETTLE)
         self._persons: tuple[Config, dict[str, tuple[int | None, int | None]]] | None = None
+        self._plans: dict[Tenant, tuple[L.Limit, ...]] = {}  # for the config's limits section below
+        self._plans_of: object = None
         self._settling: set[asyncio.Task[None]] = set()
 
     def limits(self, tenant: Tenant, config: Config) -> tuple[L.Limit, ...]:
-        person = None
-        if tenant.person is not None:
-            if self._persons is None or self._persons[0] is not config:
-                self._persons = (config, L.person_limits(config.keys))
-            person = self._persons[1].get(tenant.person)
-        return L.limits_for(tenant, config.limits, person)
+        """The buckets of ``tenant``'s requests (worked out once per caller and config)."""
+        if self._plans_of is not config or len(self._plans) > 10_000:
+            self._plans, self._plans_of = {}, config
+        found = self._plans.get(tenant)
+        if found is None:
+            person = None
+            if tenant.person is not None:
+                if self._persons is None or self._persons[0] is not config:
+                    self._persons = (config, L.person_limits(config.keys))
+                person = self._persons[1].get(tenant.person)
+            found = self._plans[tenant] = L.limits_for(tenant, config.limits, person)
+        return found
 
     async def admit(self, tenant: Tenant, config: Config, worst_tokens: Callable[[], int]) -> Grant | None:
         """Charges the request against every bucket it is under, or raises 429 with the headers.

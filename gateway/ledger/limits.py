@@ -43,28 +43,27 @@ NO_LIMITS: tuple["Limit", ...] = ()
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """One bucket: ``key`` in the store, its dimension (requests or tokens), its rate, its depth."""
+    """One bucket: ``key`` in the store, its dimension (requests or tokens), its rate, its depth.
+    Build with :func:`limit` (the interval and depth are worked out once, not per request)."""
 
     key: str  # tg:{tenant}:rl:<rpm|tpm>:<tenant|key:<id>>
     dimension: str  # REQUESTS | TOKENS
     per_minute: int
-    burst_s: float
     scope: str  # for messages: "tenant 'acme'", "key 'k1'"
-
-    @property
-    def interval_us(self) -> float:
-        return MINUTE_US / self.per_minute
-
-    @property
-    def depth_us(self) -> int:
-        return max(round(self.burst_s * 1_000_000), math.ceil(self.interval_us))
+    interval_us: float  # 60 s / per_minute
+    depth_us: int  # burst_s, at least one interval
 
     def increment(self, units: int) -> int:
         return math.ceil(units * self.interval_us)
 
     def remaining(self, level_us: int) -> int:
         """Units that would still be admitted now, with the bucket at ``level_us`` of debt."""
-        return max(0, math.floor((self.depth_us - level_us) / self.interval_us))
+        return max(0, int((self.depth_us - level_us) // self.interval_us))
+
+
+def limit(key: str, dimension: str, per_minute: int, burst_s: float, scope: str) -> Limit:
+    interval = MINUTE_US / per_minute
+    return Limit(key, dimension, per_minute, scope, interval, max(round(burst_s * 1_000_000), math.ceil(interval)))
 
 
 def limits_for(tenant: Tenant, section: LimitsSection,
@@ -81,9 +80,9 @@ def limits_for(tenant: Tenant, section: LimitsSection,
 
     def add(scope_key: str, scope: str, rpm: int | None, tpm: int | None) -> None:
         if rpm is not None:
-            out.append(Limit(f"{base}rpm:{scope_key}", REQUESTS, rpm, burst, scope))
+            out.append(limit(f"{base}rpm:{scope_key}", REQUESTS, rpm, burst, scope))
         if tpm is not None:
-            out.append(Limit(f"{base}tpm:{scope_key}", TOKENS, tpm, burst, scope))
+            out.append(limit(f"{base}tpm:{scope_key}", TOKENS, tpm, burst, scope))
 
     if tenant.key_id is not None:
         add(f"key:{tenant.key_id}", f"key '{tenant.key_id}'", tenant.rpm, tenant.tpm)
@@ -150,17 +149,21 @@ def duration(us: int) -> str:
     return f"{minutes}m{seconds}" if minutes else seconds
 
 
+_NAMES = {dim: tuple(f"x-ratelimit-{what}-{dim}".encode() for what in ("limit", "remaining", "reset"))
+          for dim in (REQUESTS, TOKENS)}
+
+
 def headers(limits: Sequence[Limit], levels: Sequence[int]) -> tuple[tuple[bytes, bytes], ...]:
     """OpenAI's ``x-ratelimit-*`` headers: per dimension, the bucket with the fewest units left."""
+    best: dict[str, tuple[int, int, int]] = {}  # dimension -> (remaining, per minute, level)
+    for lim, lvl in zip(limits, levels):
+        entry = (lim.remaining(lvl), lim.per_minute, lvl)
+        if lim.dimension not in best or entry < best[lim.dimension]:
+            best[lim.dimension] = entry
     out: list[tuple[bytes, bytes]] = []
-    for dim in (REQUESTS, TOKENS):
-        pairs = [(lim, lvl) for lim, lvl in zip(limits, levels) if lim.dimension == dim]
-        if not pairs:
-            continue
-        lim, lvl = min(pairs, key=lambda p: (p[0].remaining(p[1]), p[0].per_minute))
-        out += [(f"x-ratelimit-limit-{dim}".encode(), str(lim.per_minute).encode()),
-                (f"x-ratelimit-remaining-{dim}".encode(), str(lim.remaining(lvl)).encode()),
-                (f"x-ratelimit-reset-{dim}".encode(), duration(lvl).encode())]
+    for dim, (left, per_minute, lvl) in best.items():
+        names = _NAMES[dim]
+        out += [(names[0], b"%d" % per_minute), (names[1], b"%d" % left), (names[2], duration(lvl).encode())]
     return tuple(out)
 
 
