@@ -1,6 +1,6 @@
 """CPU µs per request that rate limits add, in-process (tests/inproc.py), one request at a time.
 
-    python bench/limits_cost.py [N]
+    python bench/limits_cost.py [N] [CONCURRENCY]
 
 Three configs, the same chat request on a scripted upstream and a private redis-server:
 no limit; the key's RPM (one bucket); the key's RPM and TPM and its tenant's (four buckets).
@@ -50,18 +50,21 @@ STEP = orjson.dumps({"id": "c", "object": "chat.completion", "created": 1, "mode
                                   "finish_reason": "stop"}], "usage": USAGE})
 
 
-async def measure(h: Harness, n: int) -> tuple[float, float]:
+async def measure(h: Harness, n: int, concurrency: int = 1) -> tuple[float, float]:
+    n = n // concurrency * concurrency
     h.transport.steps.extend(Step(body=STEP) for _ in range(n))
     gc.collect()
     t0, w0 = time.process_time(), time.perf_counter()
-    for _ in range(n):
-        r = await h.call("/v1/chat/completions", BODY, [("Authorization", "Bearer bench-key-0001")])
-        assert r.status == 200, r.body
+    for _ in range(n // concurrency):
+        for r in await asyncio.gather(*(h.call("/v1/chat/completions", BODY,
+                                                [("Authorization", "Bearer bench-key-0001")])
+                                         for _ in range(concurrency))):
+            assert r.status == 200, r.body
     await h.app.services.ledger.limits.drain()
     return (time.process_time() - t0) / n * 1e6, (time.perf_counter() - w0) / n * 1e6
 
 
-async def main(n: int, rounds: int = 5) -> None:
+async def main(n: int, concurrency: int, rounds: int = 5) -> None:
     server = RedisServer()
     server.start()
     try:
@@ -73,12 +76,12 @@ async def main(n: int, rounds: int = 5) -> None:
         for _ in range(rounds):
             for db, (name, (cfg, extra)) in enumerate(CONFIGS.items(), start=1):
                 async with Harness(cfg + extra, server.url[:-2] + f"/{db}") as h:
-                    c, w = await measure(h, n)
+                    c, w = await measure(h, n, concurrency)
                     cpu[name].append(c)
                     wall[name].append(w)
         stats = redis.Redis(port=server.port).info("commandstats")
         base = min(cpu["no limit"])
-        print(f"{n} sequential chat requests x {rounds} rounds (min of rounds)")
+        print(f"{n} chat requests, {concurrency} at a time, x {rounds} rounds (min of rounds)")
         print(f"{'config':40} {'CPU µs/req':>11} {'added':>7} {'wall µs/req':>12}")
         for name in CONFIGS:
             print(f"{name:40} {min(cpu[name]):11.0f} {min(cpu[name]) - base:7.0f} {min(wall[name]):12.0f}")
@@ -90,4 +93,4 @@ async def main(n: int, rounds: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 1))
