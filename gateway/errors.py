@@ -34,6 +34,7 @@ class GatewayError(Exception):
     type = "internal_error"
     default_code: str | None = None
     task_id: str | None = None  # set once the request's task is known, so that the error response names it
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # more response headers (a 429's x-ratelimit-*)
 
     def __init__(
         self,
@@ -155,7 +156,7 @@ def error_headers(err: GatewayError) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", b"application/json")]
     if err.retry_after is not None:
         headers.append((b"retry-after", str(max(0, math.ceil(err.retry_after))).encode()))
-    return headers
+    return [*headers, *err.headers]
 
 
 def internal_error() -> GatewayError:

@@ -90,6 +90,7 @@ class Config:
     notes: tuple[Note, ...] = ()  # LiteLLM keys translated or ignored, one line each
     wildcards: tuple[Wildcard, ...] = ()  # model_name "*" / "provider/*" entries, resolved per request
     pricing: schema.PricingSection = field(default_factory=schema.PricingSection)
+    limits: schema.LimitsSection = field(default_factory=schema.LimitsSection)  # rate limits (ledger/limits.py)
 
     @property
     def spool_dir(self) -> str:
@@ -304,7 +305,8 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
             continue
         if key in keys:
             problems.append(Problem(f"auth.keys[{index}].key", "'***'", "duplicate key"))
-        keys[key] = Tenant(key_entry.tenant, key_entry.admin)
+        keys[key] = Tenant(key_entry.tenant, key_entry.admin, key_id="cfg-" + hashlib.sha256(key.encode()).hexdigest()[:12],
+                           rpm=key_entry.rpm, tpm=key_entry.tpm)
     if settings.master_key is not None:  # LiteLLM's master key: an admin key, so auth is on
         try:
             master = resolve_env(settings.master_key, env)
@@ -341,6 +343,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
         notes=notes + settings.notes + tuple(group_notes),
         wildcards=tuple(wildcards),
         pricing=pricing,
+        limits=doc.limits,
     )
 
 

@@ -163,6 +163,21 @@ class KeyEntry(Strict):
     key: str = Field(min_length=8)
     tenant: str = Field(min_length=1, max_length=64)
     admin: bool = False
+    rpm: int | None = Field(default=None, ge=1)  # this key's requests per minute (gateway/ledger/limits.py)
+    tpm: int | None = Field(default=None, ge=1)  # this key's tokens per minute
+
+
+class RateLimit(Strict):
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
+class LimitsSection(Strict):
+    """Rate limits shared by every replica (GCRA in Redis; gateway/ledger/limits.py)."""
+
+    burst_s: float = Field(default=60, gt=0, le=3600)  # a bucket holds this many seconds of its rate
+    default: RateLimit | None = None  # each tenant not named below gets its own bucket of this size
+    tenants: dict[str, RateLimit] = Field(default_factory=dict)
 
 
 class AuthSection(Strict):
@@ -179,6 +194,7 @@ class Document(Strict):
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
     tasks: TasksSection = Field(default_factory=TasksSection)
     budgets: BudgetsSection = Field(default_factory=BudgetsSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
     pricing: PricingSection = Field(default_factory=PricingSection)
     litellm_settings: dict[str, Any] | None = None
     general_settings: dict[str, Any] | None = None

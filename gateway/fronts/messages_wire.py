@@ -45,4 +45,4 @@ def error_response(err: GatewayError) -> tuple[int, list[tuple[bytes, bytes]], b
     headers = [(b"content-type", b"application/json")]
     if err.retry_after is not None:
         headers.append((b"retry-after", str(max(0, math.ceil(err.retry_after))).encode()))
-    return error_status_type(err)[0], headers, orjson.dumps(error_payload(err))
+    return error_status_type(err)[0], [*headers, *err.headers], orjson.dumps(error_payload(err))

@@ -33,6 +33,7 @@ from gateway.ledger import scripts
 from gateway.ledger.deadletter import DeadLetters
 from gateway.ledger.encode import period_of, record_arg, record_keys, task_keys, utc_day
 from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
+from gateway.ledger.limiter import Limiter
 from gateway.ledger.reads import Reads
 from gateway.ledger.spool import Spool
 from gateway.ledger.writer import UNREACHABLE, Op, Writer
@@ -65,6 +66,7 @@ class Ledger(Reads):
         self.dead = DeadLetters(spool.dir, metrics)
         self.writer = Writer(redis, {name: self.scripts[name] for name in ("record", "tenant", "audit")},
                              spool, self._on_result, self.dead.add)
+        self.limits = Limiter(redis, lambda: self.writer.healthy)  # rate limits (gateway/ledger/limiter.py)
         self._tenants: set[str] = set()  # registered in the store's tenant set by this process
         self._in_flight: dict[str, TenantKeys] = {}  # request id -> keys, for lease renewal
         self._loops: list[asyncio.Task[None]] = []

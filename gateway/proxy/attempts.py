@@ -140,6 +140,7 @@ class AttemptLoop:
         self.alpha = configured.for_model(call.model).alpha if configured else DEFAULT_ALPHA
         self.attempts = 0  # records made so far
         self.cost_picousd = 0
+        self.tokens = 0  # input + output tokens of every attempt, for the TPM settlement
         self.reserved_picousd = 0  # reserved against budgets before the first attempt; released by the last
         self.admitted = False
         self.unsupported: Unsupported | None = None  # a deployment could not take the request
@@ -152,6 +153,8 @@ class AttemptLoop:
         except GatewayError as err:
             err.task_id = err.task_id or self.call.task.id
             raise
+        finally:  # every path (delivered, failed, fell back, cancelled): TPM counts what was used
+            self.services.ledger.limits.settle(self.call.grant, self.tokens)
 
     async def _run(self) -> None:
         last: tuple[Deployment, UpstreamFailure] | None = None
@@ -312,5 +315,6 @@ class AttemptLoop:
         )
         self.attempts += 1
         self.cost_picousd += cost or 0
+        self.tokens += usage.input_tokens + usage.output_tokens if usage is not None else 0
         self.services.accountant.attempt(rec)
         return cost

@@ -16,18 +16,20 @@ from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
+from gateway.accounting.estimate import worst_case_usage
 from gateway.accounting.pricing import PICO
 from gateway.config.identity import Tenant
 from gateway.config.load import Config
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.fronts.base import ChatFront, EmbeddingsFront
 from gateway.ledger.ledger import Ledger
+from gateway.ledger.limiter import Grant
 from gateway.proxy import tasks
 from gateway.proxy.call import Call
 from gateway.proxy.router import Router, denial_error
 from gateway.snapshot import Snapshot
 from policies.decide import Decision
-from providers.canonical import ChatRequest
+from providers.canonical import ChatRequest, EmbeddingsRequest
 
 MAX_BUDGET_DIGITS = 40  # a budget header longer than this is not a budget
 
@@ -43,6 +45,7 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model", code="missing_model")
     task = tasks.identify(headers, body, chain)
+    grant: Grant | None = None
     try:
         request = front.parse(body)
         group = config.groups.get(model)
@@ -69,6 +72,7 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
             router.account(decision, task.id, tenant.name)
             if decision.denial is not None:
                 raise denial_error(decision.denial)
+            grant = await ledger.limits.admit(tenant, config, lambda: worst_tokens(config, request))
     except GatewayError as err:
         err.task_id = task.id
         raise
@@ -77,7 +81,15 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
             and decision.body is not request.body and decision.body != request.body:
         redacted = replace(redacted, native=None)  # policy changed what goes upstream: never the original
     operation = front.name  # the client API: chat, responses, messages or embeddings
-    return Call(os.urandom(16).hex(), operation, tenant, task, model, redacted, snapshot, budget), decision
+    return Call(os.urandom(16).hex(), operation, tenant, task, model, redacted, snapshot, budget,
+                grant=grant), decision
+
+
+def worst_tokens(config: Config, request: ChatRequest | EmbeddingsRequest) -> int:
+    """A request's tokens at most, for TPM at admission: the bound the budget reservation uses
+    (prompt JSON bytes / 3, plus max_tokens or budgets.default_max_output_tokens, times n)."""
+    worst = worst_case_usage(request.body, config.budgets.default_max_output_tokens)
+    return worst.input_tokens + (worst.output_tokens if isinstance(request, ChatRequest) else 0)
 
 
 def task_budget(config: Config, task_type: str, header: str | None) -> int | None:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.config.identity import Tenant
+from gateway.ledger.limiter import Grant
 from gateway.proxy.tasks import TaskRef
 from gateway.snapshot import Snapshot
 from providers.base import Deployment
@@ -30,6 +31,7 @@ class Call:
     snapshot: Snapshot  # the config this request started with; kept to its end
     budget_picousd: int | None = None  # the task's budget, from X-Task-Budget-USD or the task type
     started: float = field(default_factory=time.time)
+    grant: Grant | None = None  # the rate limits it was admitted under (settled by the attempt loop)
 
     @property
     def period(self) -> tuple[str, str]:
@@ -45,4 +47,5 @@ class Call:
             (b"x-task-id", self.task.id.encode()),
             (b"x-request-id", self.request_id.encode()),
             (b"x-taskgate-deployment", dep.id.encode()),
+            *(self.grant.headers if self.grant is not None else ()),
         ]

@@ -1,0 +1,172 @@
+"""Rate limits in the store: one Lua call admits a request against all its buckets at once.
+
+    admit   before the request is routed upstream: CHECK (one round trip) -> a Grant, or 429
+    settle  when the attempt loop ends, on every path: SETTLE returns the unused part of the
+            TPM worst case (or adds what the request used beyond it); in the background
+
+The arithmetic is :mod:`gateway.ledger.limits` (pure); the scripts below are the same
+arithmetic against the store's clock (``TIME``), so that replicas share buckets without
+sharing clocks. A request under no limit makes no store call at all.
+
+When the store is unreachable, ``store.on_unavailable`` decides, as for the ledger:
+``fail_open`` (the default) admits the request unlimited (no headers), ``fail_closed``
+answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gateway.config.identity import Tenant
+from gateway.config.load import Config
+from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.ledger import limits as L
+from gateway.ledger.writer import UNREACHABLE
+from gateway.store.client import Store
+
+log = logging.getLogger("taskgate.limits")
+
+# KEYS: the buckets. ARGV[1]: now in µs ("" = the store's TIME), then increment and depth per bucket.
+# Returns {admitted (0/1), wait µs, now, tat of each bucket before, level of each bucket after}.
+CHECK = """
+local now
+if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
+  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
+local n = #KEYS
+local tats, out, wait = {}, {0, 0, now}, 0
+for i = 1, n do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  tats[i] = tat
+  local base = math.max(tat, now)
+  local level, inc, depth = base - now, tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  if level + inc > depth and level > 0 then
+    wait = math.max(wait, level + math.min(inc, depth) - depth)
+  end
+end
+for i = 1, n do out[3 + i] = tats[i] end
+if wait > 0 then
+  out[2] = wait
+  for i = 1, n do out[3 + n + i] = math.max(tats[i], now) - now end
+  return out
+end
+out[1] = 1
+for i = 1, n do
+  local new = math.max(tats[i], now) + tonumber(ARGV[2 * i])
+  redis.call('SET', KEYS[i], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+  out[3 + n + i] = new - now
+end
+return out
+"""
+
+# KEYS: token buckets. ARGV[1]: now ("" = TIME), then the µs to add (> 0) or return (< 0) per bucket.
+SETTLE = """
+local now
+if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
+  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
+for i = 1, #KEYS do
+  local delta = tonumber(ARGV[1 + i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if delta > 0 then tat = math.max(tat, now) end
+  local new = tat + delta
+  if new > now then
+    redis.call('SET', KEYS[i], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An admitted request's charge: its headers, and what to settle once its tokens are known."""
+
+    headers: tuple[tuple[bytes, bytes], ...]
+    token_keys: tuple[str, ...] = ()  # the TPM buckets charged
+    token_limits: tuple[L.Limit, ...] = ()
+    reserved: int = 0  # tokens charged at admission (the worst case)
+
+
+class Limiter:
+    def __init__(self, redis: Store, healthy: Callable[[], bool]) -> None:
+        self.redis = redis
+        self.healthy = healthy  # the ledger's view of the store: when down, no call is tried
+        self.check_script = redis.register_script(CHECK)
+        self.settle_script = redis.register_script(SETTLE)
+        self._persons: tuple[Config, dict[str, tuple[int | None, int | None]]] | None = None
+        self._plans: dict[Tenant, tuple[L.Limit, ...]] = {}  # for the config's limits section below
+        self._plans_of: object = None
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def limits(self, tenant: Tenant, config: Config) -> tuple[L.Limit, ...]:
+        """The buckets of ``tenant``'s requests (worked out once per caller and config)."""
+        if self._plans_of is not config or len(self._plans) > 10_000:
+            self._plans, self._plans_of = {}, config
+        found = self._plans.get(tenant)
+        if found is None:
+            person = None
+            if tenant.person is not None:
+                if self._persons is None or self._persons[0] is not config:
+                    self._persons = (config, L.person_limits(config.keys))
+                person = self._persons[1].get(tenant.person)
+            found = self._plans[tenant] = L.limits_for(tenant, config.limits, person)
+        return found
+
+    async def admit(self, tenant: Tenant, config: Config, worst_tokens: Callable[[], int]) -> Grant | None:
+        """Charges the request against every bucket it is under, or raises 429 with the headers.
+        None: no limit applies (no store call was made), or the store is down and we fail open."""
+        limits = self.limits(tenant, config)
+        if not limits:
+            return None
+        tokens = worst_tokens() if any(lim.dimension == L.TOKENS for lim in limits) else 0
+        incs = [lim.increment(L.units(lim, tokens)) for lim in limits]
+        args: list[Any] = [""]
+        for lim, inc in zip(limits, incs):
+            args += [inc, lim.depth_us]
+        try:
+            if not self.healthy():
+                raise ConnectionError("the store is unreachable")
+            reply = await self.check_script(keys=[lim.key for lim in limits], args=args)
+        except UNREACHABLE as exc:
+            if config.store.on_unavailable == "fail_closed":
+                raise ServiceUnavailable("the store is unreachable, so rate limits cannot be checked, and the "
+                                         "gateway is configured to fail closed (store.on_unavailable)",
+                                         code="store_unavailable", retry_after=1) from exc
+            log.warning("rate limits not checked: the store is unreachable (%s); failing open", exc)
+            return None
+        n = len(limits)
+        admitted, wait, now = int(reply[0]), int(reply[1]), int(reply[2])
+        tats, levels = [int(x) for x in reply[3:3 + n]], [int(x) for x in reply[3 + n:3 + 2 * n]]
+        headers = L.headers(limits, levels)
+        if not admitted:
+            err = RateLimited(L.refusal(limits, tats, now, incs, tokens), retry_after=L.retry_after_s(wait))
+            err.headers = headers
+            raise err
+        tpm = [lim for lim in limits if lim.dimension == L.TOKENS]
+        return Grant(headers, tuple(lim.key for lim in tpm), tuple(tpm), tokens)
+
+    def settle(self, grant: Grant | None, used_tokens: int) -> None:
+        """In the background: the TPM buckets are charged what the request used, not its worst case."""
+        if grant is None or not grant.token_keys or used_tokens == grant.reserved:
+            return
+        deltas = [lim.increment(used_tokens) - lim.increment(grant.reserved) for lim in grant.token_limits]
+        task = asyncio.get_running_loop().create_task(self._settle(grant.token_keys, deltas))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, keys: tuple[str, ...], deltas: list[int]) -> None:
+        try:
+            await self.settle_script(keys=list(keys), args=["", *deltas])
+        except UNREACHABLE as exc:  # the worst case stays charged: the bucket drains on its own
+            log.warning("rate limit settlement skipped: the store is unreachable (%s)", exc)
+        except Exception:
+            log.exception("rate limit settlement failed")
+
+    async def drain(self) -> None:
+        """Waits for settlements in flight (tests; shutdown)."""
+        if self._settling:
+            await asyncio.wait(list(self._settling), timeout=2)
