@@ -77,7 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                       _scope(k), fmt_time(k.get("created")), fmt_time(k.get("expires")) if k.get("expires") else "-",
                       fmt_time(k.get("revoked")) if k.get("revoked") else "-",
                       fmt_usd(k.get("spend_usd"), k.get("spend_picousd")))
-    _console().print(table)
+    _console(getattr(args, "wide", False)).print(table)
     return 0
 
 
@@ -128,6 +128,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     listing = actions.add_parser("list", help="the keys (never the keys themselves)")
     listing.add_argument("--tenant", dest="of_tenant", help="only this tenant's keys")
+    listing.add_argument("--wide", action="store_true", help="every column, however wide")
     _gateway(listing)
     listing.set_defaults(func=_run(cmd_list))
 
