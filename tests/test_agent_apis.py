@@ -262,7 +262,10 @@ def test_metrics_have_a_bounded_api_label(client: openai.OpenAI, claude: anthrop
     assert {api: count(api) - before[api] for api in before} == {"chat": 1, "responses": 1, "messages": 1}
     text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
     assert 'taskgate_api_cost_usd_total{api="responses"}' in text
-    assert 'taskgate_requests_total{model="chat-openai",provider="openai",status="200"}' in text  # unchanged series
+    # unchanged series (plus the bounded actor label of issue 14)
+    assert any(line.startswith("taskgate_requests_total{") and all(
+        label in line for label in ('model="chat-openai"', 'provider="openai"', 'status="200"', 'actor="human"'))
+        for line in text.splitlines())
 
 
 LONG_SYSTEM = "You are a careful assistant who answers in one short sentence every time."  # 13 words

@@ -33,7 +33,8 @@ ALLOWED: dict[str, set[str]] = {
                          "gateway.store", "policies"},
     "gateway.proxy": {"gateway.accounting", "gateway.config", "gateway.errors", "gateway.fronts", "gateway.ledger",
                       "gateway.services", "gateway.snapshot", "gateway.upstream", "policies", "providers"},
-    "gateway.edge": {"gateway.accounting", "gateway.config", "gateway.errors", "gateway.fronts", "gateway.ledger",
+    "gateway.keys": {"gateway.config", "gateway.errors", "gateway.store"},
+    "gateway.edge": {"gateway.accounting", "gateway.config", "gateway.errors", "gateway.fronts", "gateway.keys", "gateway.ledger",
                      "gateway.proxy", "gateway.services", "gateway.snapshot", "policies", "providers"},
     "gateway.cli": {"gateway.accounting", "gateway.config", "gateway.store", "gateway"},
     "gateway": {"gateway.cli"},  # __init__ (the version) and __main__

@@ -142,7 +142,7 @@ def test_litellm_proxy_config_loads_unchanged() -> None:
                                                                    "AZURE_API_KEY": "k2"})
     assert [d.kind for d in c.groups["gpt-4o"]] == ["azure", "openai"]
     assert set(c.ignored_sections) == {"litellm_settings", "router_settings", "general_settings"}
-    assert c.keys == {"sk-1234": cfg.Tenant("default", admin=True)}  # general_settings.master_key
+    assert list(c.keys.values()) == [cfg.Tenant("default", admin=True)] and c.key_tenant("sk-1234") == cfg.Tenant("default", admin=True)  # general_settings.master_key
     assert [d.max_retries for d in c.deployments] == [2, 2]  # litellm_settings.num_retries
     assert c.policies.routing is not None and c.policies.routing.for_model("gpt-4o").strategy == "weighted"
     assert [str(n) for n in c.notes if n.key == "litellm_settings.drop_params"]

@@ -67,7 +67,7 @@ def test_claude_names_map_to_anthropic() -> None:
 def test_master_key_turns_auth_on_and_a_missing_one_is_an_error() -> None:
     base = "model_list: []\ngeneral_settings:\n  master_key: "
     assert load(base + "sk-1234\n").auth_enabled
-    assert load(base + "os.environ/LITELLM_MASTER_KEY\n", LITELLM_MASTER_KEY="sk-from-env").keys["sk-from-env"].admin
+    assert load(base + "os.environ/LITELLM_MASTER_KEY\n", LITELLM_MASTER_KEY="sk-from-env").key_tenant("sk-from-env").admin
     with pytest.raises(ConfigError) as info:  # never open when the owner locked the proxy
         load(base + "os.environ/LITELLM_MASTER_KEY\n")
     assert "general_settings.master_key" in str(info.value) and "LITELLM_MASTER_KEY" in str(info.value)

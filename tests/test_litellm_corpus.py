@@ -45,7 +45,7 @@ def test_each_config_loads_as_it_is(path: Path) -> None:
         assert off.reason
     master = (data.get("general_settings") or {}).get("master_key")
     if master is not None:
-        assert config.auth_enabled and config.keys[MASTER].admin
+        assert config.auth_enabled and config.key_tenant(MASTER).admin
     else:
         assert not config.auth_enabled
     for section in ("litellm_settings", "general_settings", "router_settings"):

@@ -542,13 +542,14 @@ def test_no_label_value_is_unbounded(clean_fakes: Any, redis_server: Any, gatewa
 
     families = scrape(gw.url)
     allowed = {"model", "provider", "status", "type", "task_type", "outcome", "reason", "policy", "decision",
-               "tenant", "period", "version", "python", "litellm", "le", "api"}
+               "tenant", "period", "version", "python", "litellm", "le", "api", "actor"}
     task_types: set[str] = set()
     for family in families:
         label_sets = {tuple(sorted((k, v) for k, v in s.labels.items() if k != "le")) for s in family.samples}
         for s in family.samples:
             assert set(s.labels) <= allowed, (s.name, s.labels)
             assert s.labels.get("api", "chat") in {"chat", "responses", "messages", "embeddings", "other"}, s.labels
+            assert s.labels.get("actor", "human") in {"human", "agent"}, s.labels
             for value in s.labels.values():
                 assert not any(u in value for u in unbounded), (s.name, value)
                 assert not re.search(r"[0-9a-f]{16}", value), (s.name, value)  # no id-like value at all

@@ -231,6 +231,9 @@ def test_audit_cli_reads_denials(clean_fakes: Fakes, redis_server: Any, gateway_
     denial = next(e for e in entries if e["task_id"] == "audited-job")
     assert denial["kind"] == "denial" and denial["tenant"] == "us-co" and "pii" in denial["rule"]
     assert "4111" not in out.stdout, "the audit log never holds prompt text"
-    refused = subprocess.run([sys.executable, "-m", "gateway", "audit", "--url", gw.url, "--key", "key-us-tenant"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert refused.returncode == 1
+    # issue 14: a tenant key reads its own tenant's entries (and only those); it was refused before
+    own = subprocess.run([sys.executable, "-m", "gateway", "audit", "--url", gw.url, "--key", "key-us-tenant",
+                          "--json"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert own.returncode == 0, own.stderr
+    mine = yaml.safe_load(own.stdout)
+    assert any(e["task_id"] == "audited-job" for e in mine) and {e["tenant"] for e in mine} == {"us-co"}

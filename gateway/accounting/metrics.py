@@ -53,14 +53,16 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # actor: "human" or "agent" (the key that called; bounded), last so sum() queries are unchanged
         self.requests = Counter("taskgate_requests", "Upstream attempts by outcome status",
-                                ["model", "provider", "status"], registry=r)
+                                ["model", "provider", "status", "actor"], registry=r)
         self.duration = Histogram("taskgate_request_duration_seconds", "Upstream attempt duration",
                                   ["model", "provider"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("taskgate_time_to_first_token_seconds", "Streams: time to the first upstream event",
                               ["model", "provider"], buckets=LATENCY_BUCKETS, registry=r)
         self.tokens = Counter("taskgate_tokens", "Tokens by type", ["model", "provider", "type"], registry=r)
-        self.cost = Counter("taskgate_cost_usd", "Cost of upstream attempts in USD", ["model", "provider"], registry=r)
+        self.cost = Counter("taskgate_cost_usd", "Cost of upstream attempts in USD", ["model", "provider", "actor"],
+                            registry=r)
         self.unpriced = Counter("taskgate_unpriced_requests", "Attempts with no known price",
                                 ["model", "provider"], registry=r)
         self.estimated = Counter("taskgate_estimated_usage_attempts",
@@ -98,7 +100,7 @@ class Metrics:
                                 ["version", "python", "litellm"], multiprocess_mode="max", registry=r)
         self.build_info.labels(*_build_facts()).set(1)
         self._task_types: set[str] = set()
-        self._child_cache: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._child_cache: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def task_type_label(self, task_type: str) -> str:
         if task_type in self._task_types or len(self._task_types) < TASK_TYPE_CAP:
@@ -106,25 +108,25 @@ class Metrics:
             return task_type
         return "other"
 
-    def _children(self, model: str, provider: str) -> tuple[Any, ...]:
-        """The per-(model, provider) series of the hot path, looked up once (labels() takes a lock)."""
-        key = (model, provider)
+    def _children(self, model: str, provider: str, actor: str) -> tuple[Any, ...]:
+        """The per-(model, provider, actor) series of the hot path, looked up once (labels() takes a lock)."""
+        key = (model, provider, actor)
         found = self._child_cache.get(key)
         if found is None:
             found = self._child_cache[key] = (
-                self.requests.labels(model, provider, "200"), self.duration.labels(model, provider),
+                self.requests.labels(model, provider, "200", actor), self.duration.labels(model, provider),
                 self.tokens.labels(model, provider, "input"), self.tokens.labels(model, provider, "output"),
-                self.cost.labels(model, provider))
+                self.cost.labels(model, provider, actor))
         return found
 
     def attempt(self, rec: AttemptRecord) -> None:
-        model, provider = rec.model, rec.provider
-        ok_requests, duration, tokens_in, tokens_out, cost_total = self._children(model, provider)
+        model, provider, actor = rec.model, rec.provider, "agent" if rec.actor == "agent" else "human"
+        ok_requests, duration, tokens_in, tokens_out, cost_total = self._children(model, provider, actor)
         if rec.outcome == "ok" and rec.status == 200:
             ok_requests.inc()
         else:
             status = str(rec.status) if rec.outcome == "ok" else rec.outcome
-            self.requests.labels(model, provider, status).inc()
+            self.requests.labels(model, provider, status, actor).inc()
         api = rec.operation if rec.operation in APIS else "other"
         self.api_requests.labels(api, str(rec.status) if rec.outcome == "ok" else rec.outcome).inc()
         duration.observe(rec.duration_s)

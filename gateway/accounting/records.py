@@ -39,3 +39,9 @@ class AttemptRecord:
     usage_lower_bound: bool = False  # an estimate that may miss tokens (hidden reasoning of a cancelled stream)
     spend_period: tuple[str, str] = ("", "")  # UTC (yyyymmdd, yyyymm) the tenant's spend is booked to
     one_request: bool = False  # the task is the request's own (no task id was sent)
+    # who acted (gateway/config/identity.py Tenant): the key, human or agent, the agent's name, its person's key
+    key_id: str | None = None
+    actor: str = "human"
+    agent: str | None = None
+    person: str | None = None
+    key_spend: tuple[str, ...] = ()  # key ids whose lifetime spend this attempt counts in (the key, its person)

@@ -178,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
     from gateway.cli.audit import add_command as add_audit_command
 
     add_audit_command(sub)
+    from gateway.cli.keys import add_commands as add_keys_commands
+
+    add_keys_commands(sub)
     from gateway.cli.demo import add_commands as add_demo_commands
 
     add_demo_commands(sub)

@@ -191,3 +191,16 @@ def _print_compact_report(console: Console, rows: Sequence[dict[str, Any]], peri
             console.print(line, overflow="fold")
     console.print("ok = succeeded; cost / ok counts the cost of every ended task (failed and abandoned too); "
                   "--wide: every column", style="dim")
+
+
+def print_actor_report(rows: Sequence[dict[str, Any]], since: float | None, until: float | None) -> None:
+    """``taskgate report --by actor``: per person's key and per agent, tasks and cost per succeeded task."""
+    table = _table("Tasks by actor: each person's key, and each agent acting for one")
+    _columns(table, ["person", "actor", "agent", "tasks", "succeeded", "cost", "cost / succeeded"],
+             left=["person", "actor", "agent"])
+    for r in rows:
+        table.add_row(_text(r.get("person") or "(config key)"), _text(r.get("actor")), _text(r.get("agent") or "-"),
+                      str(r.get("tasks", 0)), str(r.get("succeeded", 0)),
+                      fmt_usd(r.get("cost_usd_exact"), r.get("cost_picousd")),
+                      fmt_usd(r.get("cost_per_succeeded_task_usd_exact")) if r.get("succeeded") else "-")
+    _console().print(table)

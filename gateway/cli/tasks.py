@@ -37,6 +37,7 @@ from gateway.cli.render import (  # noqa: F401 - CSV_HEADER, print_report and wr
     _table,
     _text,
     csv_row,
+    print_actor_report,
     print_report,
     write_csv,
 )
@@ -211,6 +212,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.by == "actor":
+        report = _client(args).request("GET", "/v1/reports/tasks", {"since": args.since, "until": args.until,
+                                                                    "by": "actor"})
+        if args.format == "table":
+            print_actor_report(report.get("actors") or [], report.get("since"), report.get("until"))
+        else:
+            _print_json(report)
+        return 0
     report = _client(args).report(since=args.since, until=args.until)
     rows = report.get("task_types") or []
     if args.format == "json":
@@ -293,6 +302,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     report.add_argument("--since", type=_when_arg, metavar="SPEC", help="period start (default: until - 7d)")
     report.add_argument("--until", type=_when_arg, metavar="SPEC", help="period end (default: now)")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.add_argument("--by", choices=("task_type", "actor"), default="task_type",
+                        help="rows per task type (default), or per person's key and per agent (actor)")
     report.add_argument("--wide", action="store_true", help="every column, however wide (default: what fits)")
     _common(report)
     report.set_defaults(func=_run(cmd_report))

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from decimal import Decimal
+
+MAX_KEY_BYTES = 512  # a longer bearer token is not a key: refused before any hashing
+
+
+def key_digest(secret: bytes, token: str) -> bytes:
+    """What a key is stored and looked up as: ``HMAC-SHA256(secret, key)``, never the key itself."""
+    return hmac.new(secret, token.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +33,7 @@ class Tenant:
     rpm: int | None = None
     tpm: int | None = None
     budget_usd: Decimal | None = None
+    person_budget_usd: Decimal | None = None  # an agent's person's key budget (its spend counts there too)
 
     @property
     def actor(self) -> str:
@@ -31,4 +41,4 @@ class Tenant:
         return "agent" if self.agent else "human"
 
 
-__all__ = ["Tenant"]
+__all__ = ["MAX_KEY_BYTES", "Tenant", "key_digest"]

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from gateway.config import litellm as litellm_settings
 from gateway.config import schema as schema
 from gateway.config.deployments import SECRET_KEYS, build_deployment
-from gateway.config.identity import Tenant
+from gateway.config.env import MissingEnv, resolve_env
+from gateway.config.identity import Tenant, key_digest
 from gateway.config.litellm import Note
 from gateway.config.wildcards import Wildcard, captured_env, is_wildcard
 from policies.decide import Policies
@@ -35,8 +36,6 @@ from providers.environment import env_defaults
 from providers.base import Deployment
 
 DEFAULT_CONFIG = "config/gateway.yaml"
-_ENV_WHOLE = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
-_ENV_INLINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +57,6 @@ class ConfigError(Exception):
         super().__init__(f"invalid config {source}:\n{lines}")
 
 
-class MissingEnv(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
 @dataclass(frozen=True, slots=True)
 class Disabled:
     """A deployment that is off: a value it needs is not in the environment (``cause="env"``), or
@@ -82,7 +75,10 @@ class Config:
     disabled: tuple[Disabled, ...]
     store: schema.StoreSection
     server: schema.ServerSection
-    keys: Mapping[str, Tenant] = field(default_factory=lambda: MappingProxyType({}))  # api key -> tenant
+    # HMAC-SHA256(key_secret, api key) -> tenant: the config's keys, hashed at load (never kept in plaintext)
+    keys: Mapping[bytes, Tenant] = field(default_factory=lambda: MappingProxyType({}))
+    key_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    auth_secret: bytes | None = field(default=None, repr=False)  # auth.secret, when the config sets one
     ignored_sections: tuple[str, ...] = ()
     tasks: schema.TasksSection = field(default_factory=schema.TasksSection)
     budgets: schema.BudgetsSection = field(default_factory=schema.BudgetsSection)
@@ -107,6 +103,10 @@ class Config:
     def auth_enabled(self) -> bool:
         return bool(self.keys)
 
+    def key_tenant(self, token: str) -> Tenant | None:
+        """The tenant of a key from the config (``auth.keys``, ``master_key``), else None."""
+        return self.keys.get(key_digest(self.key_secret, token))
+
     @property
     def deployments(self) -> tuple[Deployment, ...]:
         # each once: fallbacks and aliases put a deployment in more than one group
@@ -114,36 +114,6 @@ class Config:
 
     def public_models(self) -> list[str]:
         return sorted(name for name, group in self.groups.items() if group)
-
-
-# --- environment references -------------------------------------------------
-
-
-def resolve_env(value: Any, env: Mapping[str, str]) -> Any:
-    """Replace ``os.environ/NAME``, ``${NAME}`` and ``${NAME:-default}`` in strings, recursively."""
-    if isinstance(value, str):
-        whole = _ENV_WHOLE.match(value)
-        if whole:
-            if whole.group(1) not in env:
-                raise MissingEnv(whole.group(1))
-            return env[whole.group(1)]
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if env.get(name):
-                return env[name]
-            if default is not None:  # ${NAME:-default}
-                return default
-            if name not in env:
-                raise MissingEnv(name)
-            return env[name]
-
-        return _ENV_INLINE.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: resolve_env(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_env(v, env) for v in value]
-    return value
 
 
 def shown_value(key: str, value: Any) -> str:
@@ -296,17 +266,26 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
     problems += [Problem(k, v, r) for k, v, r in check_references(doc.routing, doc.compliance, doc.tenants, all_ids)]
     problems += _tenant_names(doc)
 
-    keys: dict[str, Tenant] = {}
+    auth_secret: bytes | None = None
+    if doc.auth and doc.auth.secret is not None:
+        try:
+            auth_secret = str(resolve_env(doc.auth.secret, env)).encode()
+        except MissingEnv as missing:
+            problems.append(Problem("auth.secret", "'***'", f"environment variable {missing.name} is not set"))
+    key_secret = auth_secret or os.urandom(32)  # the config's keys are hashed with this at load
+    keys: dict[bytes, Tenant] = {}
     for index, key_entry in enumerate(doc.auth.keys if doc.auth else []):
         try:
             key = resolve_env(key_entry.key, env)
         except MissingEnv as missing:
             problems.append(Problem(f"auth.keys[{index}].key", "'***'", f"environment variable {missing.name} is not set"))
             continue
-        if key in keys:
+        digest = key_digest(key_secret, str(key))
+        if digest in keys:
             problems.append(Problem(f"auth.keys[{index}].key", "'***'", "duplicate key"))
-        keys[key] = Tenant(key_entry.tenant, key_entry.admin, key_id="cfg-" + hashlib.sha256(key.encode()).hexdigest()[:12],
-                           rpm=key_entry.rpm, tpm=key_entry.tpm)
+        keys[digest] = Tenant(key_entry.tenant, key_entry.admin,
+                              key_id="cfg-" + hashlib.sha256(str(key).encode()).hexdigest()[:12],
+                              rpm=key_entry.rpm, tpm=key_entry.tpm)
     if settings.master_key is not None:  # LiteLLM's master key: an admin key, so auth is on
         try:
             master = resolve_env(settings.master_key, env)
@@ -317,7 +296,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
             if not isinstance(master, str) or not master:
                 problems.append(Problem("general_settings.master_key", "'***'", "must be a non-empty string"))
             else:
-                keys.setdefault(master, Tenant("default", admin=True))
+                keys.setdefault(key_digest(key_secret, master), Tenant("default", admin=True))
 
     try:
         store = doc.store.model_copy(update={"url": resolve_env(doc.store.url, env),
@@ -336,6 +315,8 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
         store=store,
         server=doc.server,
         keys=MappingProxyType(keys),
+        key_secret=key_secret,
+        auth_secret=auth_secret,
         ignored_sections=tuple(sorted(doc.litellm_sections())),
         tasks=doc.tasks,
         budgets=doc.budgets,

@@ -182,6 +182,8 @@ class LimitsSection(Strict):
 
 class AuthSection(Strict):
     keys: list[KeyEntry] = Field(default_factory=list)
+    # HMAC secret for virtual keys (a literal or os.environ/NAME); unset: one is generated and kept in the store
+    secret: str | None = Field(default=None, min_length=16)
 
 
 class Document(Strict):

@@ -7,7 +7,7 @@ and validation errors.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.accounting.metrics import Metrics
 from gateway.config.identity import Tenant
 from gateway.config.load import TENANT_NAME
-from gateway.edge.auth import authenticate
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -28,6 +27,7 @@ from gateway.errors import (
 )
 from gateway.ledger.ledger import OUTCOMES, Ledger
 from gateway.proxy.tasks import TASK_ID
+from gateway.keys import KeyBook
 from gateway.snapshot import CurrentSnapshot
 
 STARTED = int(time.time())
@@ -44,8 +44,13 @@ def _error_response(err: GatewayError) -> Response:
     return Response(error_body(err), status_code=err.status, media_type="application/json", headers=headers)
 
 
-def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> FastAPI:
-    """The API reads the config in force at each request from ``snapshots``."""
+Authenticator = Callable[[Mapping[str, str]], Awaitable[Tenant]]
+
+
+def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics, authenticate: Authenticator,
+              keys: KeyBook) -> FastAPI:
+    """The API reads the config in force at each request from ``snapshots``; ``authenticate``
+    turns a request's headers into its :class:`Tenant` (gateway/edge/auth.py)."""
     api = FastAPI(title="Taskgate", docs_url=None, redoc_url=None, openapi_url=None)
 
     @api.exception_handler(GatewayError)
@@ -67,30 +72,31 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         return _error_response(BadRequest(str(first["msg"]), param=param, code="invalid_request"))
 
-    def tenant_of(request: Request) -> Tenant:
-        return authenticate({k.lower(): v for k, v in request.headers.items()}, snapshots.config.keys)
+    async def tenant_of(request: Request) -> Tenant:
+        return await authenticate({k.lower(): v for k, v in request.headers.items()})
 
     # /healthz and /readyz are answered by the ASGI app itself (gateway/edge/asgi.py), before FastAPI loads.
 
     @api.get("/v1/models")
     @api.get("/models")
     async def models(request: Request) -> dict[str, Any]:
-        tenant_of(request)
+        caller = await tenant_of(request)
         data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "taskgate"}
-                for name in snapshots.config.public_models()]
+                for name in snapshots.config.public_models() if caller.models is None or name in caller.models]
         return {"object": "list", "data": data}
 
     @api.get("/v1/models/{model_id:path}")
     @api.get("/models/{model_id:path}")
     async def model(model_id: str, request: Request) -> dict[str, Any]:
-        tenant_of(request)
-        if model_id not in snapshots.config.public_models():
+        caller = await tenant_of(request)
+        if model_id not in snapshots.config.public_models() or (caller.models is not None
+                                                                 and model_id not in caller.models):
             raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
         return {"id": model_id, "object": "model", "created": STARTED, "owned_by": "taskgate"}
 
-    def scope_tenant(request: Request, tenant: str | None) -> str:
+    async def scope_tenant(request: Request, tenant: str | None) -> str:
         """The caller's tenant; an admin may name another with ``?tenant=``."""
-        caller = tenant_of(request)
+        caller = await tenant_of(request)
         if tenant and tenant != caller.name:
             if not caller.admin or not TENANT_NAME.fullmatch(tenant):  # never a store key from a bad name
                 raise NotFound("no such tenant", code="tenant_not_found")
@@ -104,7 +110,7 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
 
     @api.post("/v1/tasks/{task_id}/complete")
     async def complete_task(task_id: str, request: Request, tenant: str | None = None) -> dict[str, Any]:
-        who = scope_tenant(request, tenant)
+        who = await scope_tenant(request, tenant)
         check_task_id(task_id)
         try:
             body = await request.json()
@@ -120,7 +126,7 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
     @api.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, request: Request, tenant: str | None = None,
                        include: str | None = None) -> dict[str, Any]:
-        who = scope_tenant(request, tenant)
+        who = await scope_tenant(request, tenant)
         check_task_id(task_id)
         summary = await ledger.get(who, task_id)
         if include == "attempts":
@@ -132,7 +138,7 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
                          status: str | None = None, since: float | None = _time_query(),
                          until: float | None = _time_query(), limit: int = Query(default=20, ge=1, le=200),
                          before: float | None = _time_query()) -> dict[str, Any]:
-        who = scope_tenant(request, tenant)
+        who = await scope_tenant(request, tenant)
         if status not in (None, "open", "succeeded", "failed", "abandoned"):
             raise BadRequest("status must be open, succeeded, failed or abandoned", param="status",
                              code="invalid_status")
@@ -141,28 +147,31 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
 
     @api.get("/v1/reports/tasks")
     async def report(request: Request, tenant: str | None = None, since: float | None = _time_query(),
-                     until: float | None = _time_query()) -> dict[str, Any]:
-        who = scope_tenant(request, tenant)
+                     until: float | None = _time_query(), by: str | None = None) -> dict[str, Any]:
+        who = await scope_tenant(request, tenant)
+        if by not in (None, "task_type", "actor"):
+            raise BadRequest("'by' must be task_type or actor", param="by", code="invalid_by")
         now = time.time()
         until = now if until is None else until
         since = until - 7 * 86400 if since is None else since
         if since > until:
             raise BadRequest("'since' is after 'until'", param="since", code="invalid_period")
+        if by == "actor":
+            return await ledger.report_by_actor(who, since, until)
         return await ledger.report(who, since, until)
 
     @api.get("/v1/audit")
     async def audit(request: Request, tenant: str | None = None, limit: int = Query(default=50, ge=1, le=500),
                     before: str | None = Query(default=None, pattern=r"^[0-9]{1,19}(-[0-9]{1,19})?$")
                     ) -> dict[str, Any]:
-        """The policy audit log (denials, redactions, escalations): admins only."""
-        caller = tenant_of(request)
-        if not caller.admin:
-            raise PolicyDenied("the audit log needs an admin key", code="admin_required")
-        return await ledger.read_audit(tenant, limit, before)
+        """The policy audit log (denials, redactions, escalations): a tenant's own entries; an admin
+        sees every tenant's, or one with ``?tenant=``."""
+        caller = await tenant_of(request)
+        return await ledger.read_audit(tenant if caller.admin else await scope_tenant(request, tenant), limit, before)
 
     @api.get("/metrics")
     async def metrics_endpoint(request: Request) -> Response:
-        if snapshots.config.server.metrics_auth and not tenant_of(request).admin:  # 401 without a valid key
+        if snapshots.config.server.metrics_auth and not (await tenant_of(request)).admin:  # 401 without a valid key
             raise PolicyDenied("/metrics needs an admin key (server.metrics_auth)", code="admin_required")
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -183,5 +192,8 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics) -> F
         mount_ui,  # /ui: the cost page for teams without Grafana (gateway/edge/ui.py)
     )
     mount_ui(api, snapshots, ledger, tenant_of)
+    from gateway.edge.admin import mount_admin  # /v1/keys: virtual keys (admin keys only)
+
+    mount_admin(api, keys, ledger, tenant_of)
 
     return api

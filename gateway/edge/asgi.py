@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from gateway.accounting.metrics import Metrics
 from gateway.config import load as config_mod
+from gateway.config.identity import Tenant
 from gateway.config.load import Config
 from gateway.config.reload import ConfigWatcher
 from gateway.edge import agents
@@ -30,6 +31,7 @@ from gateway.edge.agents import shutting_down
 from gateway.edge.auth import authenticate
 from gateway.edge.http import headers_of, parse_json_object, read_body, send_json
 from gateway.errors import GatewayError, internal_error
+from gateway.keys import KeyBook
 from gateway.fronts.base import ChatFront, EmbeddingsFront, Headers
 from gateway.fronts.chat import ChatCompletionsFront
 from gateway.fronts.embeddings import OpenAIEmbeddingsFront
@@ -75,6 +77,7 @@ class TaskgateApp:
                                      lambda result: self.metrics.config_reloads.labels(result).inc())
         self._services: Services | None = None
         self._router: Router | None = None
+        self._keys: KeyBook | None = None  # virtual keys in the store (gateway/keys/)
         self._api: Any = None  # the FastAPI app, built off the start-up path (see _build_api)
         self._api_lock = threading.Lock()
         self.draining = False  # set by SIGTERM/SIGINT: /readyz answers 503 from then on
@@ -108,6 +111,7 @@ class TaskgateApp:
         """Builds the services (or takes the given ones, in tests) and starts watching the config."""
         self._services = services or await open_services(self.snapshots, self.metrics)
         self._router = Router(self._services.health, self.metrics, self._services.ledger.audit)
+        self._keys = KeyBook(self._services.store, self.snapshots.config.auth_secret)
         self.watcher.start()
 
     def apply_config(self, config: Config) -> None:
@@ -153,7 +157,8 @@ class TaskgateApp:
             if self._api is None:
                 from gateway.edge.api import build_api
 
-                self._api = build_api(self.snapshots, self.services.ledger, self.metrics)
+                self._api = build_api(self.snapshots, self.services.ledger, self.metrics, self.authenticate,
+                                      self.keys)
         return self._api
 
     def _warm_up(self) -> None:
@@ -238,13 +243,22 @@ class TaskgateApp:
         finally:
             metrics.in_flight.dec()
 
+    @property
+    def keys(self) -> KeyBook:
+        if self._keys is None:
+            raise RuntimeError("the gateway has not started (lifespan startup did not run)")
+        return self._keys
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Tenant:
+        return await authenticate(headers, self.snapshots.current.config, self._keys)
+
     # --- the hot handlers: one per front --------------------------------------------------
 
     async def _begin(self, headers: Mapping[str, str], raw: bytes, front: ChatFront | EmbeddingsFront,
                      explain: bool = False) -> tuple[Call, Decision]:
         """Authenticate and parse here, at the edge; the proxy path takes it from there."""
         snapshot = self.snapshots.current  # this request keeps this snapshot to its end
-        tenant = authenticate(headers, snapshot.config.keys)
+        tenant = await authenticate(headers, snapshot.config, self._keys)
         return await begin(snapshot, self.router, self.services.ledger, tenant, headers, parse_json_object(raw),
                            front, explain=explain)
 
@@ -259,13 +273,13 @@ class TaskgateApp:
 
     async def _count_tokens(self, headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
         snapshot = self.snapshots.current
-        authenticate(headers, snapshot.config.keys)
+        await authenticate(headers, snapshot.config, self._keys)
         await agents.count_message_tokens(parse_json_object(body), snapshot.config.groups, send)
 
     async def _responses(self, headers: Mapping[str, str], raw: bytes, send: Send, receive: Receive) -> None:
         """``POST /v1/responses``: like chat, plus the stored conversation (see :mod:`gateway.edge.agents`)."""
         services, snapshot = self.services, self.snapshots.current
-        tenant = authenticate(headers, snapshot.config.keys)
+        tenant = await authenticate(headers, snapshot.config, self._keys)
         body = parse_json_object(raw)
         stored = await agents.previous(services, tenant, body)
         front = ResponsesFront(stored.messages if stored else None)
@@ -280,7 +294,7 @@ class TaskgateApp:
     def _stored_response(self, method: str, response_id: str) -> Handler:
         """``GET`` / ``DELETE /v1/responses/{id}``, in the caller's tenant only."""
         async def handle(headers: Mapping[str, str], body: bytes, send: Send, receive: Receive) -> None:
-            tenant = authenticate(headers, self.snapshots.current.config.keys)
+            tenant = await self.authenticate(headers)
             if method == "GET":
                 await agents.get_response(self.services, tenant, response_id, send)
             else:

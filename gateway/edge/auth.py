@@ -1,19 +1,25 @@
-"""Who is calling: API key -> tenant (pure)."""
+"""Who is calling: API key -> tenant.
+
+A key from the config is found in an in-memory map of HMAC digests (one hash, one
+dict lookup); any other key is looked up in the store by its digest
+(:class:`~gateway.keys.KeyBook`, one read). Neither costs more with more keys, and a
+token longer than :data:`MAX_KEY_BYTES` is refused before it is hashed.
+"""
 
 from __future__ import annotations
 
-import hmac
 from typing import Mapping
 
-from gateway.config.identity import Tenant
+from gateway.config.identity import MAX_KEY_BYTES, Tenant
+from gateway.config.load import Config
 from gateway.errors import Unauthorized
+from gateway.keys import KeyBook
 
 ANONYMOUS = Tenant("default", admin=True)  # when no auth is configured
 
 
-def authenticate(headers: Mapping[str, str], keys: Mapping[str, Tenant]) -> Tenant:
-    if not keys:
-        return ANONYMOUS
+def bearer(headers: Mapping[str, str]) -> str:
+    """The key the request carries (``Authorization: Bearer`` or Anthropic's ``x-api-key``), or 401."""
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     token = token.strip()
@@ -21,7 +27,18 @@ def authenticate(headers: Mapping[str, str], keys: Mapping[str, Tenant]) -> Tena
         scheme, token = "bearer", headers["x-api-key"].strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
-    for key, tenant in keys.items():  # constant-time compare against each configured key
-        if hmac.compare_digest(key.encode(), token.encode()):
-            return tenant
-    raise Unauthorized("invalid API key")
+    return token
+
+
+async def authenticate(headers: Mapping[str, str], config: Config, book: KeyBook | None) -> Tenant:
+    if not config.keys:
+        return ANONYMOUS
+    token = bearer(headers)
+    if len(token) > MAX_KEY_BYTES:
+        raise Unauthorized("invalid API key")
+    tenant = config.key_tenant(token)
+    if tenant is None and book is not None:
+        tenant = await book.authenticate(token)
+    if tenant is None:
+        raise Unauthorized("invalid API key")
+    return tenant

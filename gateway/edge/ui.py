@@ -23,7 +23,7 @@ Without ``auth`` everything is open, as the rest of the API is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -46,7 +46,7 @@ HEADERS = {
 
 
 def mount_ui(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
-             tenant_of: Callable[[Request], Tenant]) -> None:
+             tenant_of: Callable[[Request], Awaitable[Tenant]]) -> None:
     """Adds ``/ui``, its two assets and ``/ui/api/context`` to the API app.
 
     The config is read on every request: a hot reload may turn auth on or off.
@@ -54,8 +54,8 @@ def mount_ui(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
     page = {auth: (STATIC / "index.html").read_text().replace("__AUTH__", auth).encode() for auth in ("on", "off")}
     assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
 
-    def admin(request: Request) -> Tenant:
-        tenant = tenant_of(request)
+    async def admin(request: Request) -> Tenant:
+        tenant = await tenant_of(request)
         if not tenant.admin:
             raise PolicyDenied(f"the cost page needs an admin key; the key of tenant '{tenant.name}' is not one",
                                code="admin_required")
@@ -66,7 +66,7 @@ def mount_ui(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
         auth_on = bool(snapshots.config.keys)
         browser = "text/html" in request.headers.get("accept", "")
         if not (auth_on and "authorization" not in request.headers and browser):
-            admin(request)  # 401 without or with a bad key, 403 for a non-admin key
+            await admin(request)  # 401 without or with a bad key, 403 for a non-admin key
         return Response(page["on" if auth_on else "off"], media_type="text/html; charset=utf-8", headers=HEADERS)
 
     @api.get("/ui/", include_in_schema=False)
@@ -82,7 +82,7 @@ def mount_ui(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
     @api.get("/ui/api/context", include_in_schema=False)
     async def ui_context(request: Request) -> dict[str, Any]:
         """Who is signed in and which tenants there are, for the page's tenant picker."""
-        caller = admin(request)
+        caller = await admin(request)
         names = {t.name for t in snapshots.config.keys.values()} | set(snapshots.config.budgets.tenants) | {caller.name}
         tenants = []
         for name in sorted(names):

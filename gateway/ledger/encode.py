@@ -63,7 +63,19 @@ def keys_json(tenant: str, task_id: str, period: tuple[str, str], dedup_ttl: int
 
 def record_keys(rec: AttemptRecord, dedup_ttl: int) -> str:
     period = rec.spend_period if rec.spend_period[0] else period_of(rec.started_at)
-    return keys_json(rec.tenant, rec.task_id, period, dedup_ttl)
+    out = keys_json(rec.tenant, rec.task_id, period, dedup_ttl)
+    if rec.key_spend:  # the virtual keys' lifetime spend (their budgets): no expiry, unlike the day and month
+        keys = for_tenant(rec.tenant)
+        out = out[:-1] + ',"kspend":' + orjson.dumps([keys.key_spend(k) for k in rec.key_spend]).decode() + "}"
+    return out
+
+
+def who(rec: AttemptRecord) -> str:
+    """The actor a task is reported under: the person's key id (``-`` for a key from the config),
+    and for an agent ``<person key id>/<agent name>``."""
+    if rec.actor == "agent" and rec.person:
+        return f"{rec.person}/{rec.agent}"
+    return rec.key_id or "-"
 
 
 def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
@@ -94,4 +106,5 @@ def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
         "retention": (settings.one_request_retention_hours * 3600 if one_request
                       else settings.retention_days * 86400),
         "stream_maxlen": settings.records_stream_maxlen,
+        "key_id": rec.key_id, "actor": rec.actor, "agent": rec.agent, "person": rec.person, "who": who(rec),
     }

@@ -16,6 +16,8 @@ A key is ``tg:{<tenant>}:<kind>:<id>``:
     tg:{t}:open                    zset: task ids of open tasks by last activity (sweeper)
     tg:{t}:seen:<request>:<n>      string: idempotency marker of one attempt record (dedup window)
     tg:{t}:agg:<yyyymmdd>          hash: per task type and outcome totals of tasks that ended that day
+    tg:{t}:aggw:<yyyymmdd>         hash: per actor (person key / agent) and outcome totals of those tasks
+    tg:{t}:kspend:<key id>         hash: a virtual key's lifetime spent and reserved money (its budget)
     tg:{t}:spend:d:<yyyymmdd>      hash: the tenant's spent and reserved money that day
     tg:{t}:spend:m:<yyyymm>        hash: ... that month
     tg:{t}:records                 stream: every attempt record, for export (approximately bounded)
@@ -83,6 +85,12 @@ class TenantKeys:
 
     def agg(self, day: str) -> str:
         return f"{self.base}agg:{day}"
+
+    def agg_who(self, day: str) -> str:
+        return f"{self.base}aggw:{day}"  # END_TASK derives this from agg_prefix: keep the two in step
+
+    def key_spend(self, key_id: str) -> str:
+        return f"{self.base}kspend:{key_id}"
 
     @property
     def agg_prefix(self) -> str:

@@ -173,13 +173,16 @@ class Ledger(Reads):
     # --- budgets -----------------------------------------------------------------
 
     async def reserve(self, tenant: str, task_id: str, amount: int, task_budget: int | None,
-                      period: tuple[str, str], budgets: BudgetsSection) -> bool:
+                      period: tuple[str, str], budgets: BudgetsSection,
+                      key_budgets: tuple[tuple[str, int | None], ...] = ()) -> bool:
         """Reserves ``amount`` against every budget, or raises 429 ``budget_exceeded``.
 
         ``budgets`` is the section of the config the request started with. Returns
         False (nothing reserved) when the store is unreachable and the gateway fails open.
         The reservation is released by the request's final record, or by its intent's
-        settlement if the request never records one.
+        settlement if the request never records one. ``key_budgets``: (key id, lifetime budget or
+        None) of the calling virtual key and, for an agent, its person's key; the record's
+        ``key_spend`` must name the same keys, so that it releases what is reserved here.
         """
         limits = budgets.tenants.get(tenant)
         keys = for_tenant(tenant)
@@ -194,6 +197,8 @@ class Ledger(Reads):
              str(picousd(limits.monthly_usd)) if limits and limits.monthly_usd else UNLIMITED,
              f"monthly budget of tenant '{tenant}'", 3456000],
         ]
+        scopes += [[keys.key_spend(key_id), "spent", "reserved", str(limit) if limit is not None else UNLIMITED,
+                    f"budget of key {key_id}", 0] for key_id, limit in key_budgets]
         if not self.writer.healthy:
             self.check_available()
             return False
@@ -210,6 +215,11 @@ class Ledger(Reads):
                 f"spent and {format_usd(int(reserved))} USD is reserved by requests in flight, and this request "
                 f"may cost up to {format_usd(amount)} USD", code="budget_exceeded")
         return True
+
+    async def key_spent(self, tenant: str, key_id: str) -> int:
+        """A virtual key's lifetime spend in pico-dollars (an agent's spend counts in its person's too)."""
+        spent = await self.redis.hget(for_tenant(tenant).key_spend(key_id), "spent")
+        return int(spent or 0)
 
     async def refresh_budget_gauges(self) -> None:
         """``taskgate_budget_remaining_usd`` for every tenant the budgets section names."""

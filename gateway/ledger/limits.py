@@ -184,7 +184,7 @@ def refusal(limits: Sequence[Limit], tats: Sequence[int], now: int, increments: 
     return "rate limit reached"
 
 
-def person_limits(keys: Mapping[str, Tenant]) -> dict[str, tuple[int | None, int | None]]:
+def person_limits(keys: Mapping[bytes, Tenant]) -> dict[str, tuple[int | None, int | None]]:
     """Key id -> (rpm, tpm) of every configured key that has a limit (for agents' persons)."""
     return {t.key_id: (t.rpm, t.tpm) for t in keys.values()
             if t.key_id is not None and (t.rpm is not None or t.tpm is not None)}

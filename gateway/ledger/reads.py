@@ -11,7 +11,7 @@ import orjson
 from gateway.config.schema import TasksSection
 from gateway.errors import NotFound
 from gateway.ledger.keys import AUDIT, for_tenant
-from gateway.ledger.summary import report_rows, task_summary
+from gateway.ledger.summary import actor_rows, report_rows, task_summary
 from gateway.store.client import Store
 
 
@@ -79,20 +79,25 @@ class Reads:
 
     async def report(self, tenant: str, since: float, until: float) -> dict[str, Any]:
         await self.flush()
-        days: list[str] = []
-        day = datetime.fromtimestamp(since, timezone.utc).date()
-        last = datetime.fromtimestamp(until, timezone.utc).date()
-        while day <= last and len(days) < 400:
-            days.append(day.strftime("%Y%m%d"))
-            day += timedelta(days=1)
         keys = for_tenant(tenant)
         pipe = self.redis.pipeline(transaction=False)
-        for d in days:
+        for d in _days(since, until):
             pipe.hgetall(keys.agg(d))
         aggs = [{k.decode(): v.decode() for k, v in h.items()} for h in await pipe.execute()]
         prices = {name: t.price_usd for name, t in self.settings.types.items()}
         return {"object": "report", "tenant": tenant, "since": since, "until": until,
                 "task_types": report_rows(aggs, prices)}
+
+    async def report_by_actor(self, tenant: str, since: float, until: float) -> dict[str, Any]:
+        """Tasks that ended in the period per person key and per agent (``report --by actor``)."""
+        await self.flush()
+        keys = for_tenant(tenant)
+        pipe = self.redis.pipeline(transaction=False)
+        for d in _days(since, until):
+            pipe.hgetall(keys.agg_who(d))
+        aggs = [{k.decode(): v.decode() for k, v in h.items()} for h in await pipe.execute()]
+        return {"object": "report", "tenant": tenant, "since": since, "until": until, "by": "actor",
+                "actors": actor_rows(aggs)}
 
     async def read_audit(self, tenant: str | None, limit: int, before: str | None) -> dict[str, Any]:
         """Newest first; ``tenant`` None means every tenant (admins)."""
@@ -113,3 +118,14 @@ class Reads:
                         break
             high = f"({page[-1][0].decode()}"
         return {"object": "list", "data": out, "next_before": out[-1]["id"] if len(out) == limit else None}
+
+
+def _days(since: float, until: float) -> list[str]:
+    """The UTC days of a period, at most 400."""
+    days: list[str] = []
+    day = datetime.fromtimestamp(since, timezone.utc).date()
+    last = datetime.fromtimestamp(until, timezone.utc).date()
+    while day <= last and len(days) < 400:
+        days.append(day.strftime("%Y%m%d"))
+        day += timedelta(days=1)
+    return days

@@ -30,6 +30,15 @@ local function end_task(k, id, outcome, now, day, retention)
     if v and v ~= '0' then redis.call('HINCRBY', agg, p .. f, v) end
   end
   redis.call('EXPIRE', agg, 34560000)  -- daily aggregates feed reports: kept 400 days, whatever the task's retention
+  local who = redis.call('HGET', t, 'who')
+  if who then  -- per actor (report --by actor): tg:{t}:aggw:<day> (gateway/ledger/keys.py agg_who)
+    local aw = string.sub(k.aggp, 1, -5) .. 'aggw:' .. day
+    local q = who .. '|' .. outcome .. '|'
+    redis.call('HINCRBY', aw, q .. 'tasks', 1)
+    local c = redis.call('HGET', t, 'cost_pusd')
+    if c and c ~= '0' then redis.call('HINCRBY', aw, q .. 'cost_pusd', c) end
+    redis.call('EXPIRE', aw, 34560000)
+  end
   redis.call('EXPIRE', t, retention)
   redis.call('EXPIRE', k.att, retention)
   return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0'}
@@ -78,6 +87,12 @@ local now = r.ts
 if redis.call('HEXISTS', t, 'status') == 0 then  -- a budget reservation may have made the hash already
   redis.call('HSET', t, 'task_id', r.task_id, 'tenant', r.tenant, 'task_type', r.task_type,
              'status', 'open', 'created_at', now, 'updated_at', now)
+  if type(r.who) == 'string' then  -- who acted: the key that started the task
+    redis.call('HSET', t, 'who', r.who, 'actor', r.actor)
+    for _, f in ipairs({'key_id', 'agent', 'person'}) do
+      if type(r[f]) == 'string' then redis.call('HSET', t, f, r[f]) end
+    end
+  end
   if not r.one_request then redis.call('ZADD', k.tasks, now, r.task_id) end
 end
 local status = redis.call('HGET', t, 'status')
@@ -108,6 +123,9 @@ else
       redis.call('EXPIRE', s, 3456000)
     end
   end
+  if k.kspend then
+    for _, s in ipairs(k.kspend) do redis.call('HINCRBY', s, 'spent', r.cost) end
+  end
   if r.waste_reason ~= '' then
     redis.call('HINCRBY', t, 'waste_pusd', r.cost)
     redis.call('HINCRBY', t, 'waste:' .. r.waste_reason, r.cost)
@@ -116,6 +134,9 @@ end
 if r.reserved ~= '' then
   redis.call('HINCRBY', t, 'reserved_pusd', '-' .. r.reserved)
   for _, s in ipairs(k.spend) do redis.call('HINCRBY', s, 'reserved', '-' .. r.reserved) end
+  if k.kspend then
+    for _, s in ipairs(k.kspend) do redis.call('HINCRBY', s, 'reserved', '-' .. r.reserved) end
+  end
 end
 if not r.one_request then  -- a one-request task keeps no attempts list: its record is in the export stream
   redis.call('RPUSH', k.att, line)

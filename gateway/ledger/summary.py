@@ -86,6 +86,11 @@ def task_summary(h: Mapping[str, str], price_usd: Decimal | None = None) -> dict
         "budget_usd": money(_int(h, "budget_pusd")) if h.get("budget_pusd") else None,
         "budget_picousd": _int(h, "budget_pusd") if h.get("budget_pusd") else None,
         "models": breakdown,
+        # who acted (the key that started the task): a person's key, or an agent acting for one
+        "key_id": h.get("key_id"),
+        "actor": h.get("actor", "human"),
+        "agent": h.get("agent"),
+        "person": h.get("person") or (h.get("key_id") if h.get("actor", "human") == "human" else None),
     }
     if price_usd is not None:
         margin = int(price_usd * PICO) - cost if status == "succeeded" else -cost
@@ -166,3 +171,27 @@ def _quotient(picousd: int, n: int) -> str | None:
         return None
     text = format((Decimal(picousd) / PICO / n).quantize(Decimal("1e-18")).normalize(), "f")
     return text if "." in text else text + ".0"
+
+
+def actor_rows(aggs: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Per person key and per agent over a period, from the daily ``aggw`` hashes (fields
+    ``<who>|<outcome>|<field>``, who = ``<person key id>`` or ``<person key id>/<agent>``, ``-``
+    for a key from the config). Cost per succeeded task: every ended task's cost over the successes."""
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for agg in aggs:
+        for key, value in agg.items():
+            who, outcome, field = key.split("|", 2)
+            totals[who][f"{outcome}|{field}"] += int(value)
+    rows = []
+    for who, t in sorted(totals.items()):
+        person, _, agent = who.partition("/")
+        by = {o: t.get(f"{o}|tasks", 0) for o in ("succeeded", "failed", "abandoned")}
+        cost = sum(t.get(f"{o}|cost_pusd", 0) for o in by)
+        rows.append({
+            "actor": "agent" if agent else "human", "person": None if person == "-" else person,
+            "agent": agent or None, "tasks": sum(by.values()), **by, "cost_usd": money(cost), "cost_picousd": cost,
+            "cost_usd_exact": exact(cost),
+            "cost_per_succeeded_task_usd": money(cost // by["succeeded"]) if by["succeeded"] else None,
+            "cost_per_succeeded_task_usd_exact": exact(cost // by["succeeded"]) if by["succeeded"] else None,
+        })
+    return rows

@@ -226,12 +226,14 @@ class AttemptLoop:
         config = call.snapshot.config
         ledger.check_available()
         worst = worst_case_usage(call.request.body, config.budgets.default_max_output_tokens)
-        if call.budget_picousd is not None or call.tenant.name in config.budgets.tenants:
+        key_budgets = call.key_budgets
+        if call.budget_picousd is not None or call.tenant.name in config.budgets.tenants \
+                or any(limit is not None for _, limit in key_budgets):
             amounts = [cost_picousd(worst, price, dep.timeout) for dep, _ in self.schedule.items
                        if (price := call.snapshot.price(dep)) is not None]
             amount = max(amounts, default=0)
             if await ledger.reserve(call.tenant.name, call.task.id, amount, call.budget_picousd, call.period,
-                                    config.budgets):
+                                    config.budgets, key_budgets):
                 self.reserved_picousd = amount
         ledger.intent(self._interrupted_record(first, Usage(input_tokens=worst.input_tokens)))
 
@@ -247,7 +249,8 @@ class AttemptLoop:
             usage_source="estimated", cost_picousd=None if price is None else cost_picousd(estimate, price),
             started_at=time.time(), duration_s=0.0, final=True, waste_reason="interrupted",
             end_outcome="failed" if call.task.generated else None, one_request=call.task.generated,
-            reserved_picousd=self.reserved_picousd, budget_picousd=call.budget_picousd, spend_period=call.period)
+            reserved_picousd=self.reserved_picousd, budget_picousd=call.budget_picousd, spend_period=call.period,
+            **call.attribution)
 
     # --- after an attempt ------------------------------------------------------------
 
@@ -312,6 +315,7 @@ class AttemptLoop:
             reserved_picousd=self.reserved_picousd if final else None,
             budget_picousd=call.budget_picousd if self.attempts == 0 else None,
             spend_period=call.period,
+            **call.attribution,
         )
         self.attempts += 1
         self.cost_picousd += cost or 0

@@ -20,7 +20,7 @@ from gateway.accounting.estimate import worst_case_usage
 from gateway.accounting.pricing import PICO
 from gateway.config.identity import Tenant
 from gateway.config.load import Config
-from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
+from gateway.errors import BadRequest, GatewayError, NotFound, PolicyDenied, ServiceUnavailable
 from gateway.fronts.base import ChatFront, EmbeddingsFront
 from gateway.ledger.ledger import Ledger
 from gateway.ledger.limiter import Grant
@@ -44,6 +44,8 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model", code="missing_model")
+    if tenant.models is not None and model not in tenant.models:  # a key scoped to some models (gateway/keys/)
+        raise PolicyDenied(f"this key may not use the model '{model}'", param="model", code="model_not_allowed")
     task = tasks.identify(headers, body, chain)
     grant: Grant | None = None
     try:

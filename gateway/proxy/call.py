@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
+from gateway.accounting.pricing import PICO
 from gateway.config.identity import Tenant
 from gateway.ledger.limiter import Grant
 from gateway.proxy.tasks import TaskRef
@@ -18,6 +21,10 @@ from providers.canonical import ChatRequest, EmbeddingsRequest
 def _period(day_number: int) -> tuple[str, str]:
     day = time.strftime("%Y%m%d", time.gmtime(day_number * 86400))
     return day, day[:6]
+
+
+def _pico(usd: Decimal | None) -> int | None:
+    return None if usd is None else int(usd * PICO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,24 @@ class Call:
     def period(self) -> tuple[str, str]:
         """The UTC (day, month) this request's spend is booked to."""
         return _period(int(self.started // 86400))
+
+    @property
+    def attribution(self) -> dict[str, Any]:
+        """Who acted, for each attempt record: the key, human or agent, and whose spend it counts in."""
+        t = self.tenant
+        spend = tuple(k for k in (t.key_id, t.person) if k) if t.key_id else ()
+        return {"key_id": t.key_id, "actor": t.actor, "agent": t.agent, "person": t.person, "key_spend": spend}
+
+    @property
+    def key_budgets(self) -> tuple[tuple[str, int | None], ...]:
+        """(key id, lifetime budget in pico-dollars or None) of the key and, for an agent, its person's."""
+        t = self.tenant
+        if t.key_id is None:
+            return ()
+        out = [(t.key_id, _pico(t.budget_usd))]
+        if t.person:
+            out.append((t.person, _pico(t.person_budget_usd)))
+        return tuple(out)
 
     @property
     def params(self) -> frozenset[str]:
