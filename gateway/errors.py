@@ -7,6 +7,7 @@
     ├── NotFound                    404     not_found_error
     ├── Conflict                    409     conflict_error
     ├── PayloadTooLarge             413     invalid_request_error
+    ├── HeadersTooLarge             431     invalid_request_error
     ├── RateLimited                 429     rate_limit_error   (retry-after)
     ├── UpstreamError               502     upstream_error
     ├── ServiceUnavailable          503     service_unavailable
@@ -25,7 +26,7 @@ from dataclasses import replace
 
 import orjson
 
-from providers.base import Deployment, FailureReason, UpstreamFailure
+from providers.base import UPSTREAM_TOO_LARGE, Deployment, FailureReason, UpstreamFailure
 from providers.redact import scrub
 
 
@@ -86,6 +87,12 @@ class PayloadTooLarge(GatewayError):
     default_code = "request_too_large"
 
 
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    default_code = "request_header_fields_too_large"
+
+
 class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
@@ -128,6 +135,8 @@ _UPSTREAM_TABLE: dict[FailureReason, tuple[type[GatewayError], str]] = {
 def from_upstream(dep: Deployment, failure: UpstreamFailure) -> GatewayError:
     """The client-facing error for an upstream failure, naming the deployment."""
     cls, code = _UPSTREAM_TABLE[failure.reason]
+    if failure.code == UPSTREAM_TOO_LARGE:
+        code = UPSTREAM_TOO_LARGE
     where = f"deployment '{dep.id}' ({dep.kind})"
     status = f" {failure.status}" if failure.status else ""
     message = f"{where} failed{status}: {redact(dep, failure.message)}"

@@ -52,6 +52,12 @@ class Services:
             return False
 
 
+def upstream_limits(snapshots: CurrentSnapshot) -> tuple[int, int]:
+    """The upstream response limits in force at each request (a reload applies at once)."""
+    server = snapshots.config.server
+    return server.max_upstream_response_bytes, server.max_upstream_event_bytes
+
+
 async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
                         transport: Transport | None = None) -> Services:
     """Connect to the store (starting the embedded one if nobody did), start the background loops."""
@@ -64,7 +70,7 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
             embedded = EmbeddedRedis(config.store.path)
             url = embedded.start()
     if transport is None:
-        aiohttp_transport = AiohttpTransport()
+        aiohttp_transport = AiohttpTransport(lambda: upstream_limits(snapshots))
         await aiohttp_transport.start()
         transport = DemoTransport(aiohttp_transport)  # answers the built-in demo model's demo:// URL itself
     store = connect(url)

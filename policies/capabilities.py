@@ -62,7 +62,8 @@ class Needs:
 
 
 def needs_of(body: Mapping[str, Any], prompt_tokens: int, params: frozenset[str] = frozenset()) -> Needs:
-    messages = [m for m in body.get("messages") or () if isinstance(m, Mapping)]
+    listed = body.get("messages")
+    messages = [m for m in listed if isinstance(m, Mapping)] if isinstance(listed, list) else []
     images = any(isinstance(part, Mapping) and part.get("type") == "image_url"
                  for m in messages if isinstance(m.get("content"), list) for part in m["content"])
     return Needs(tools=bool(body.get("tools") or body.get("functions")), vision=images,

@@ -248,7 +248,8 @@ class FieldHits:
 def text_fields(body: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
     """Every text a model would read: message content (a string or text parts), tool call
     arguments of assistant messages, and embeddings ``input`` (a string or a list of them)."""
-    for i, msg in enumerate(body.get("messages") or ()):
+    messages = body.get("messages")
+    for i, msg in enumerate(messages if isinstance(messages, list) else ()):  # wrong types: nothing to read
         if not isinstance(msg, Mapping):
             continue
         content = msg.get("content")
@@ -258,8 +259,10 @@ def text_fields(body: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
             for j, part in enumerate(content):
                 if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
                     yield ("messages", i, "content", j, "text"), part["text"]
-        for k, call in enumerate(msg.get("tool_calls") or ()):
-            args = call.get("function", {}).get("arguments") if isinstance(call, Mapping) else None
+        calls = msg.get("tool_calls")
+        for k, call in enumerate(calls if isinstance(calls, list) else ()):
+            function = call.get("function") if isinstance(call, Mapping) else None
+            args = function.get("arguments") if isinstance(function, Mapping) else None
             if isinstance(args, str):
                 yield ("messages", i, "tool_calls", k, "function", "arguments"), args
     inp = body.get("input")

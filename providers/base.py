@@ -170,6 +170,11 @@ class FailureReason(str, Enum):
     PROTOCOL = "protocol"  # the upstream answered something we cannot parse
 
 
+# UpstreamFailure.code of an answer cut at server.max_upstream_response_bytes (or an SSE line at
+# server.max_upstream_event_bytes): the client sees a 502 with this code (gateway/errors.py)
+UPSTREAM_TOO_LARGE = "upstream_response_too_large"
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamFailure:
     reason: FailureReason

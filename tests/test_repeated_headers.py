@@ -68,14 +68,16 @@ def test_one_combined_data_class_header_is_refused_too(gw: Any, clean_fakes: Fak
     ("X-Task-Budget-USD", ("100", "50"), 400, "invalid_budget"),
     ("x-litellm-trace-id", ("t1", "t2"), 400, "invalid_task_id"),
     ("Authorization", ("Bearer key-eu-tenant", "Bearer key-us-tenant"), 401, "invalid_api_key"),
+    ("x-api-key", ("key-eu-tenant", "key-us-tenant"), 401, "invalid_api_key"),
+    ("x-api-key", ("key-us-tenant", "key-us-tenant"), 401, "invalid_api_key"),  # even the same key twice
 ])
 def test_every_header_the_gateway_acts_on_refuses_a_repeat(gw: Any, clean_fakes: Fakes, name: str,
                                                             values: tuple[str, str], status: int, code: str) -> None:
-    headers = [] if name == "Authorization" else [US_KEY]
+    headers = [] if name in ("Authorization", "x-api-key") else [US_KEY]
     got, body = post(gw.url, [*headers, (name, values[0]), (name, values[1])])
     assert (got, body["error"]["code"]) == (status, code), body
     assert cloud_calls(clean_fakes) == 0 and not clean_fakes.ollama.requests
     for value in values:  # each one alone is fine
-        alone = [] if name == "Authorization" else [US_KEY]
+        alone = [] if name in ("Authorization", "x-api-key") else [US_KEY]
         ok, _ = post(gw.url, [*alone, (name, value)])
         assert ok == 200

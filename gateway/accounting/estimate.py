@@ -89,7 +89,8 @@ def _images(content: Any) -> int:
 
 def prompt_tokens(body: Mapping[str, Any], model: str = "") -> int:
     """An estimate of a chat request's prompt: messages, images and tool schemas."""
-    messages = body.get("messages") or []
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
     total = 0
     for m in messages:
         if not isinstance(m, dict):

@@ -125,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if (warning := open_warning(cfg, args.host)) is not None:
         print(warning, file=sys.stderr, flush=True)
     import uvicorn
+    from uvicorn.importer import import_from_string
 
     from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, StoreError
 
@@ -144,7 +145,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(
             "gateway.edge.asgi:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-            http="httptools", loop="uvloop", lifespan="on", access_log=False, log_config=log_config(level),
+            # by name, like the app: httptools plus the header size and read-timeout limits (issue 14)
+            http=import_from_string("gateway.edge.server:TaskgateHttpProtocol"), loop="uvloop", lifespan="on",
+            access_log=False, log_config=log_config(level),
             timeout_graceful_shutdown=max(1, math.ceil(cfg.server.drain_timeout_s)),
         )
     finally:

@@ -99,6 +99,13 @@ class ServerSection(Strict):
     allow_unauthenticated: bool = False
     # GET /metrics answers 401 without an admin key (gateway/edge/api.py)
     metrics_auth: bool = False
+    # Limits that protect the process (issue 14; gateway/edge/server.py and gateway/edge/limits.py):
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)  # request line + headers: 431
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)  # first byte to end of headers: 408, closed
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)  # end of headers to end of body: 408, closed
+    max_concurrent_requests: int = Field(default=1024, ge=1)  # per process; beyond: 503 + retry-after
+    max_upstream_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # a unary body; beyond: 502
+    max_upstream_event_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # one SSE line of a stream
 
 
 Money = Decimal

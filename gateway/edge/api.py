@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.accounting.metrics import Metrics
 from gateway.config.identity import Tenant
 from gateway.config.load import TENANT_NAME
+from gateway.edge.limits import read_json
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -24,6 +25,7 @@ from gateway.errors import (
     PolicyDenied,
     error_body,
     error_headers,
+    internal_error,
 )
 from gateway.ledger.ledger import OUTCOMES, Ledger
 from gateway.proxy.tasks import TASK_ID
@@ -72,6 +74,10 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics, auth
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         return _error_response(BadRequest(str(first["msg"]), param=param, code="invalid_request"))
 
+    @api.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:  # never a plain-text 500
+        return _error_response(internal_error())
+
     async def tenant_of(request: Request) -> Tenant:
         return await authenticate({k.lower(): v for k, v in request.headers.items()})
 
@@ -112,11 +118,7 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics, auth
     async def complete_task(task_id: str, request: Request, tenant: str | None = None) -> dict[str, Any]:
         who = await scope_tenant(request, tenant)
         check_task_id(task_id)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadRequest("the body must be JSON: {\"outcome\": \"succeeded\" | \"failed\" | \"abandoned\"}",
-                             code="invalid_json") from None
+        body = await read_json(request, snapshots.config.server.max_body_bytes)  # bounded; orjson: depth-limited
         outcome = body.get("outcome") if isinstance(body, dict) else None
         if outcome not in OUTCOMES:  # abandoned: the client gave up (the idle sweep says the same later)
             raise BadRequest("'outcome' must be 'succeeded', 'failed' or 'abandoned'", param="outcome",

@@ -30,6 +30,7 @@ from gateway.edge import agents
 from gateway.edge.agents import shutting_down
 from gateway.edge.auth import authenticate
 from gateway.edge.http import headers_of, parse_json_object, read_body, send_json
+from gateway.edge.limits import Concurrency, check_header_bytes
 from gateway.errors import GatewayError, internal_error
 from gateway.keys import KeyBook
 from gateway.fronts.base import ChatFront, EmbeddingsFront, Headers
@@ -81,6 +82,7 @@ class TaskgateApp:
         self._api: Any = None  # the FastAPI app, built off the start-up path (see _build_api)
         self._api_lock = threading.Lock()
         self.draining = False  # set by SIGTERM/SIGINT: /readyz answers 503 from then on
+        self.concurrency = Concurrency()  # requests in flight here: server.max_concurrent_requests
         self.hot: dict[tuple[str, str], tuple[Handler, ErrorShape]] = {
             ("POST", "/v1/chat/completions"): (self._chat, CHAT),
             ("POST", "/chat/completions"): (self._chat, CHAT),
@@ -175,20 +177,33 @@ class TaskgateApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            hot = self.hot.get((scope["method"], scope["path"]))
-            if hot is not None:
-                await self._serve(hot[0], hot[1], scope, receive, send)
-                return
             path = scope["path"]
-            if path.startswith(RESPONSES_PREFIX) and scope["method"] in ("GET", "DELETE") \
-                    and "/" not in path[len(RESPONSES_PREFIX):]:
-                await self._serve(self._stored_response(scope["method"], path[len(RESPONSES_PREFIX):]), CHAT,
-                                  scope, receive, send)
+            if path in ("/healthz", "/readyz") and scope["method"] == "GET":  # exempt from the limits
+                await self._health(path, send)
                 return
-            if scope["path"] in ("/healthz", "/readyz") and scope["method"] == "GET":
-                await self._health(scope["path"], send)
+            hot = self.hot.get((scope["method"], path))
+            # the limits that protect the process, before authentication (gateway/edge/limits.py)
+            server = self.snapshots.config.server
+            busy = self.concurrency.busy(server.max_concurrent_requests)
+            try:
+                if busy is not None:
+                    raise busy
+                check_header_bytes(scope["headers"], server.max_header_bytes)
+            except GatewayError as err:
+                await _send_error_if_unstarted(send, hot[1] if hot is not None else CHAT, err)
                 return
-            await (self._api or self._build_api())(scope, receive, send)
+            self.concurrency.active += 1
+            try:
+                if hot is not None:
+                    await self._serve(hot[0], hot[1], scope, receive, send)
+                elif path.startswith(RESPONSES_PREFIX) and scope["method"] in ("GET", "DELETE") \
+                        and "/" not in path[len(RESPONSES_PREFIX):]:
+                    await self._serve(self._stored_response(scope["method"], path[len(RESPONSES_PREFIX):]), CHAT,
+                                      scope, receive, send)
+                else:
+                    await (self._api or self._build_api())(scope, receive, send)
+            finally:
+                self.concurrency.active -= 1
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 

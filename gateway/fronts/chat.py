@@ -14,7 +14,7 @@ import orjson
 
 from gateway.errors import BadRequest, GatewayError, error_body, error_headers
 from gateway.fronts.base import Headers
-from providers.base import Usage
+from providers.base import MAX_USAGE_TOKENS, Usage
 from providers.canonical import (
     ChatRequest,
     ChatResult,
@@ -54,6 +54,19 @@ def check_choices(body: Mapping[str, Any]) -> None:
         raise BadRequest(f"'n' must be an integer from 1 to {MAX_CHOICES}", param="n", code="invalid_value")
 
 
+TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
+
+
+def check_token_limits(body: Mapping[str, Any]) -> None:
+    """The output limits decide a budget's worst case: whole numbers, 0 to the usage bound (1e8)."""
+    for name in TOKEN_LIMITS:
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not 0 <= value <= MAX_USAGE_TOKENS):
+            raise BadRequest(f"'{name}' must be an integer from 0 to {MAX_USAGE_TOKENS}", param=name,
+                             code="invalid_value")
+
+
 class ChatCompletionsFront:
     name = "chat"
     takes_chat_bytes = True
@@ -61,6 +74,10 @@ class ChatCompletionsFront:
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         check_stream_fields(body)
         check_choices(body)
+        check_token_limits(body)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("'messages' must be an array of message objects", param="messages", code="invalid_type")
         return ChatRequest.of(body)
 
     def encode_result(self, result: ChatResult | RawChatResult, model: str) -> bytes:

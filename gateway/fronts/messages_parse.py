@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import orjson
 
 from gateway.errors import BadRequest
+from providers.base import MAX_USAGE_TOKENS
 from providers.canonical import ChatMessage
 
 
@@ -199,8 +200,8 @@ def messages_of(body: Mapping[str, Any]) -> list[ChatMessage]:
 def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     """A Messages request body as a Chat Completions body."""
     limit = body.get("max_tokens")
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise _bad("max_tokens: Field required (a positive integer)", "max_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_USAGE_TOKENS:
+        raise _bad(f"max_tokens: Field required (a positive integer, at most {MAX_USAGE_TOKENS})", "max_tokens")
     chat: dict[str, Any] = {"model": body["model"], "messages": messages_of(body), "max_tokens": limit}
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])

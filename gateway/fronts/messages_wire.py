@@ -18,6 +18,7 @@ STOP_REASONS: dict[FinishReason, str] = {"stop": "end_turn", "length": "max_toke
 _ERRORS: dict[int, tuple[int, str]] = {
     400: (400, "invalid_request_error"), 401: (401, "authentication_error"), 403: (403, "permission_error"),
     404: (404, "not_found_error"), 409: (409, "invalid_request_error"), 413: (413, "request_too_large"),
+    431: (431, "invalid_request_error"),
     429: (429, "rate_limit_error"), 500: (500, "api_error"), 502: (500, "api_error"),
     503: (529, "overloaded_error"), 504: (504, "api_error"),
 }

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gateway.errors import BadRequest
+from providers.base import MAX_USAGE_TOKENS
 from providers.canonical import ChatMessage
 
 # fields of a Responses request that only the gateway reads, or that change nothing upstream
@@ -179,8 +180,9 @@ def to_chat(body: Mapping[str, Any], history: list[ChatMessage]) -> dict[str, An
             chat["tool_choice"] = choice
     limit = body.get("max_output_tokens")
     if limit is not None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise _bad("'max_output_tokens' must be a positive integer", "max_output_tokens", "invalid_type")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_USAGE_TOKENS:
+            raise _bad(f"'max_output_tokens' must be an integer from 1 to {MAX_USAGE_TOKENS}", "max_output_tokens",
+                       "invalid_type")
         chat["max_tokens"] = limit
     if body.get("text") is not None:
         fmt = _response_format(body["text"])

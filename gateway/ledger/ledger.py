@@ -41,7 +41,7 @@ from gateway.store.client import Store, cancel_requested
 
 log = logging.getLogger("taskgate.ledger")
 OUTCOMES = ("succeeded", "failed", "abandoned")  # what a client may end a task as
-UNLIMITED = str(2**62)
+UNLIMITED = ""  # a scope with no budget: reserved in, never refused by (never shown as an amount)
 
 
 class ConfigSource(Protocol):

@@ -265,7 +265,8 @@ redis.call('ZREMRANGEBYSCORE', a.k.tasks, '-inf', '(' .. a.index_cutoff)
 return out
 """
 
-# ARGV[1]: JSON {amount, scopes: [[key, spent field, reserved field, limit, label, ttl], ...]}.
+# ARGV[1]: JSON {amount, scopes: [[key, spent field, reserved field, limit, label, ttl], ...]};
+# a limit of '' is no limit: the scope is reserved in, never refused by.
 # Reserves `amount` in every scope, or in none: returns {'ok'} or
 # {'over', label, spent, reserved, limit}. Comparisons use doubles (exact to
 # a few pico-dollars below $9,000; budgets are checked, not summed, here).
@@ -275,7 +276,7 @@ local amount = tonumber(r.amount)
 for _, s in ipairs(r.scopes) do
   local spent = redis.call('HGET', s[1], s[2]) or '0'
   local reserved = redis.call('HGET', s[1], s[3]) or '0'
-  if tonumber(spent) + tonumber(reserved) + amount > tonumber(s[4]) then
+  if s[4] ~= '' and tonumber(spent) + tonumber(reserved) + amount > tonumber(s[4]) then
     return {'over', s[5], spent, reserved, s[4]}
   end
 end

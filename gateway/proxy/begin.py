@@ -12,6 +12,7 @@ they carry its id so that the error response names it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
@@ -31,7 +32,8 @@ from gateway.snapshot import Snapshot
 from policies.decide import Decision
 from providers.canonical import ChatRequest, EmbeddingsRequest
 
-MAX_BUDGET_DIGITS = 40  # a budget header longer than this is not a budget
+MAX_BUDGET_DIGITS = 32  # a budget header longer than this is not a budget
+BUDGET = re.compile(r"[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]{1,2})?|\.[0-9]+")  # a plain decimal, small exponent
 
 
 async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tenant, headers: Mapping[str, str],
@@ -97,8 +99,9 @@ def worst_tokens(config: Config, request: ChatRequest | EmbeddingsRequest) -> in
 def task_budget(config: Config, task_type: str, header: str | None) -> int | None:
     """The task's budget in pico-dollars: ``X-Task-Budget-USD``, else the task type's default."""
     if header:
-        try:
-            value = Decimal(header) if len(header) <= MAX_BUDGET_DIGITS else Decimal(-1)
+        try:  # plain decimal notation only: no "1_000", "NaN", "Infinity", spaces or 5,000 digits
+            value = Decimal(header) if len(header) <= MAX_BUDGET_DIGITS and BUDGET.fullmatch(header) \
+                else Decimal(-1)
         except (ArithmeticError, InvalidOperation):
             value = Decimal(-1)
         if not value.is_finite() or value <= 0 or value > 10**9:

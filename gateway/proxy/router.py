@@ -53,19 +53,25 @@ def policy_label(rule: str) -> str:
 def _has_image(body: Mapping[str, Any]) -> bool:
     return any(isinstance(m, Mapping) and isinstance(m.get("content"), list)
                and any(isinstance(p, Mapping) and p.get("type") == "image_url" for p in m["content"])
-               for m in body.get("messages") or ())
+               for m in _messages(body))
+
+
+def _messages(body: Mapping[str, Any]) -> list[Any]:
+    messages = body.get("messages")
+    return messages if isinstance(messages, list) else []  # a front refuses a wrong type; never crash here
 
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:
     """A cheap estimate for capability and cost decisions (~4 characters a token)."""
     total = 0
-    for m in body.get("messages") or ():
+    messages = _messages(body)
+    for m in messages:
         content = m.get("content") if isinstance(m, Mapping) else None
         if isinstance(content, str):
             total += len(content)
         elif isinstance(content, list):
             total += sum(len(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return total // 4 + 4 * len(body.get("messages") or ())
+    return total // 4 + 4 * len(messages)
 
 
 class Router:

@@ -25,6 +25,7 @@ from gateway.proxy.respond import Receive, Send
 from gateway.upstream.transport import Transport, UpstreamCallError
 from providers.adapter import Adapter, StreamDecoder
 from providers.base import (
+    UPSTREAM_TOO_LARGE,
     Deployment,
     FailureReason,
     UpstreamFailure,
@@ -84,6 +85,9 @@ class StreamChat:
                     await self._start(dep)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
         except UpstreamCallError as exc:
+            if exc.failure.code == UPSTREAM_TOO_LARGE:  # cut, but the upstream did the work: estimate it
+                estimate = estimate_usage(self.chat.body, decoder.text, self.upstream_model)
+                return Attempted(exc.failure, estimate, "estimated", self.ttft, committed=self.started_response)
             return self._failed(exc.failure)
         if not decoder.done:
             return self._failed(UpstreamFailure(FailureReason.SERVER_ERROR, 200, "the upstream ended the stream early"))

@@ -17,6 +17,7 @@ from gateway.proxy.respond import Send, send_bytes
 from gateway.upstream.transport import Transport, UpstreamCallError
 from providers.adapter import Adapter
 from providers.base import (
+    UPSTREAM_TOO_LARGE,
     Deployment,
     FailureReason,
     UpstreamFailure,
@@ -45,6 +46,8 @@ class _Unary:
         try:
             reply = await self.transport.send(up_req, self.call.snapshot.unary_timeouts[dep.id])
         except UpstreamCallError as exc:
+            if exc.failure.code == UPSTREAM_TOO_LARGE:  # the upstream did the work: estimate what it billed
+                return Attempted(exc.failure, *self.interrupted())
             return Attempted(exc.failure)
         if reply.status >= 400:
             return Attempted(adapter.error(dep, reply.status, reply.headers, reply.body))

@@ -12,14 +12,40 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping, Protocol
+from typing import AsyncIterator, Callable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from gateway.snapshot import Timeouts
-from providers.base import FailureReason, UpstreamFailure, UpstreamRequest
+from providers.base import UPSTREAM_TOO_LARGE, FailureReason, UpstreamFailure, UpstreamRequest
+
+# (max_upstream_response_bytes, max_upstream_event_bytes) in force: see the config's server section
+Limits = Callable[[], tuple[int, int]]
+NO_LIMITS: Limits = lambda: (1 << 62, 1 << 62)  # noqa: E731
+
+
+def too_large(req: UpstreamRequest, what: str, limit: int) -> UpstreamCallError:
+    where = urlsplit(req.url).hostname or ""
+    return UpstreamCallError(UpstreamFailure(FailureReason.PROTOCOL, 200,
+                                             f"{where} sent {what} over the limit of {limit} bytes; cut",
+                                             code=UPSTREAM_TOO_LARGE))
+
+
+async def read_limited(content: aiohttp.StreamReader, declared: int | None, req: UpstreamRequest,
+                       limit: int) -> bytes:
+    """A whole body, read up to ``limit`` bytes: never more is buffered."""
+    if declared is not None and declared > limit:
+        raise too_large(req, f"a body of {declared} bytes", limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for data in content.iter_any():
+        size += len(data)
+        if size > limit:
+            raise too_large(req, "a body", limit)
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 class UpstreamCallError(Exception):
@@ -55,28 +81,40 @@ class Transport(Protocol):
 
 
 class _AiohttpStream:
-    def __init__(self, req: UpstreamRequest, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, req: UpstreamRequest, resp: aiohttp.ClientResponse, limits: tuple[int, int]) -> None:
         self.status = resp.status
         self.headers: Mapping[str, str] = _lower(resp.headers)
         self._req = req
         self._resp = resp
+        self._limits = limits
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        limit = self._limits[1]
+        line = 0  # bytes since the last newline: one SSE line (or event) is never longer than the limit
         try:
             async for data in self._resp.content.iter_any():
+                end = data.rfind(b"\n")
+                line = line + len(data) if end < 0 else len(data) - end - 1
+                if line > limit:
+                    raise too_large(self._req, "one stream line", limit)
                 yield data
+        except UpstreamCallError:
+            raise
         except Exception as exc:  # aiohttp payload errors, read timeouts, a dropped connection
             raise UpstreamCallError(transport_failure(self._req, exc)) from exc
 
     async def read_all(self) -> bytes:
         try:
-            return await self._resp.read()
+            return await read_limited(self._resp.content, self._resp.content_length, self._req, self._limits[0])
+        except UpstreamCallError:
+            raise
         except Exception as exc:
             raise UpstreamCallError(transport_failure(self._req, exc)) from exc
 
 
 class AiohttpTransport:
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = NO_LIMITS) -> None:
+        self._limits = limits
         self._session: aiohttp.ClientSession | None = None
         # keyed by the frozen Timeouts value itself: a reload's new value is a new key, never a stale hit
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
@@ -108,8 +146,10 @@ class AiohttpTransport:
         try:
             async with session.request(req.method, _url(req), data=req.body, headers=req.headers,
                                        timeout=self._timeout(timeouts)) as resp:
-                body = await resp.read()
+                body = await read_limited(resp.content, resp.content_length, req, self._limits()[0])
                 return Reply(resp.status, _lower(resp.headers), body)
+        except UpstreamCallError:
+            raise
         except Exception as exc:
             raise UpstreamCallError(transport_failure(req, exc)) from exc
 
@@ -122,7 +162,7 @@ class AiohttpTransport:
         except Exception as exc:
             raise UpstreamCallError(transport_failure(req, exc)) from exc
         try:
-            yield _AiohttpStream(req, resp)
+            yield _AiohttpStream(req, resp, self._limits())
         finally:
             resp.close()  # closing (not releasing) aborts an unfinished upstream stream
 
