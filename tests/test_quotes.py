@@ -163,6 +163,20 @@ async def test_too_little_history_is_never_a_confident_number(gw: Harness) -> No
     assert (q["sample"]["ended"], q["sample"]["succeeded"]) == (6, 3)
 
 
+def test_edges_of_the_statistic() -> None:
+    settings = QuoteSettings(margin=Decimal("0.3"), resamples=200, min_ended=3, min_succeeded=1)
+    empty = quote([], settings)
+    assert empty["enough_history"] is False and empty["sample"]["ended"] == 0 and empty["success_rate"] is None
+    assert empty["interval"]["low_usd"] is None and empty["cost_per_job_usd"]["p50"] is None
+    lost = quote([Sample(10**9, "failed", "m@a")] * 25, settings)  # nothing ever succeeded: no number at all
+    assert lost["enough_history"] is False and lost["observed_cost_per_success_usd"] is None
+    assert lost["interval"]["high_usd"] is None and lost["suggested_price_usd"] is None
+    # one success in many: enough by the settings, but the interval's top is unbounded, so no upper price
+    rare = quote([Sample(10**9, "failed", "m@a")] * 40 + [Sample(10**9, "succeeded", "m@a")], settings)
+    assert rare["enough_history"] is True and rare["interval"]["high_usd"] is None
+    assert rare["suggested_price_usd"] == "0.058571428572" and rare["suggested_price_upper_usd"] is None
+
+
 def test_bootstrap_is_fast_enough_for_the_sample_cap() -> None:
     rng = random.Random(1)
     samples = [Sample(rng.randrange(10**8, 10**11), rng.choice(["succeeded", "failed"]), "m@a", 10)
@@ -193,7 +207,8 @@ async def test_open_task_holds_later_requests_to_its_budget(gw: Harness) -> None
         assert gen.json()["quote"] is None and "task_type" in gen.json()["quote_reason"]
         assert gen.json()["budget_picousd"] == 5 * 10**12
         for body in ([], {"task_id": "a b"}, {"task_id": 3}, {"task_type": ""}, {"max_cost_usd": "-1"},
-                     {"max_cost_usd": "abc"}, {"max_cost_usd": True}, {"max_cost_usd": "1e10"}, {"extra": 1}):
+                     {"max_cost_usd": "abc"}, {"max_cost_usd": True}, {"max_cost_usd": "1e10"}, {"extra": 1},
+                     {"max_cost_usd": "1e-13"}, {"max_cost_usd": "NaN"}, {"max_cost_usd": [1]}, {"task_type": 5}):
             bad = await c.post("/v1/tasks", json=body)
             assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error", body
         bad = await c.post("/v1/tasks", content=b"{not json")

@@ -89,7 +89,8 @@ def cmd_report_models(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def write_models_csv(out: IO[str], rows: Iterable[dict[str, Any]], since: Any, until: Any) -> None:
+def write_models_csv(out: IO[str], rows: Iterable[dict[str, Any]], since: float | None,
+                     until: float | None) -> None:
     writer = csv.writer(out)
     writer.writerow(MODEL_CSV_HEADER)
     for row in rows:

@@ -97,7 +97,7 @@ def budget_of(value: Any) -> int:
         amount = Decimal(str(value)) if len(str(value)) <= 40 else Decimal(-1)
     except InvalidOperation:
         amount = Decimal(-1)
-    if not amount.is_finite() or amount <= 0 or amount > MAX_USD:
+    if not amount.is_finite() or amount * PICO < 1 or amount > MAX_USD:
         raise BadRequest("'max_cost_usd' must be a positive number of USD, at most 1e9", param="max_cost_usd",
                          code="invalid_budget")
     return int(amount * PICO)
