@@ -71,6 +71,8 @@ def test_quote_cli_agrees_with_the_api(live: Live) -> None:
     price = (Decimal(api["expected_cost_per_success_usd"]) * 2).quantize(Decimal("1e-12"))
     assert "suggested price per job at margin 0.5" in text and f"${str(price).rstrip('0')}" in text
     assert "percentile bootstrap" in text and "assistant@backup + assistant@primary" in text
+    other = live.api.get("/v1/quotes", params={"task_type": TRIAGE, "tenant": "someone-else"})
+    assert other.status_code == 404  # a tenant sees its own history only (admins may name another)
     thin = ok(cli("quote", f"unknown-{RUN}", url=live.gw.url, key=KEY))
     assert "not enough history" in thin
     bad = cli("quote", TRIAGE, "--margin", "2", url=live.gw.url, key=KEY)

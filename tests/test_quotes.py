@@ -256,3 +256,25 @@ async def test_report_by_model_path(gw: Harness) -> None:
         margin = int(Decimal("0.0002") * 10**12) * len(wins) - cost
         assert Decimal(row["margin_usd"]) == Decimal(margin) / 10**12
     assert rows["m@a"]["jobs"] == 5 and rows["m@a + m@b"]["jobs"] == 3
+
+
+async def test_the_request_path_remembers_only_answers_that_cannot_change(gw: Harness) -> None:
+    opened = gw.app.services.ledger.opened
+    assert await opened.budget("default", "pre") is None
+    assert ("default", "pre") not in opened._known  # not in the store yet: it may still be opened
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    gw.transport.add(Step(200, completion(10, 5)))
+    assert (await gw.call("/v1/chat/completions", body, [("X-Task-Id", "joined-first")])).status == 200
+    await gw.flush()
+    async with client(gw) as c:
+        late = await c.post("/v1/tasks", json={"task_id": "joined-first", "max_cost_usd": "0.000000001"})
+        assert late.status_code == 409  # a task that already exists cannot be opened (or given a budget) later
+    opened._known.clear()
+    assert await opened.budget("default", "joined-first") is None
+    assert opened._known[("default", "joined-first")] is None  # exists and was not opened: final
+    async with client(gw) as c:
+        assert (await c.post("/v1/tasks", json={"task_id": "pre", "max_cost_usd": "0.000000001"})).status_code == 201
+    opened._known.clear()  # as another worker or replica would see it: from the store
+    gw.transport.add(Step(200, completion(10, 5)))
+    refused = await gw.call("/v1/chat/completions", body, [("X-Task-Id", "pre")])
+    assert refused.status == 429 and opened._known[("default", "pre")] == 1000

@@ -147,6 +147,7 @@ def mount_quotes(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
         task_id, task_type, budget = parse_open(body)
         config = snapshots.config
         await open_task(ledger.redis, who, task_id, task_type or "default", budget)
+        ledger.opened.remember(who, task_id, budget)
         summary = await ledger.get(who, task_id)
         if task_type is None:
             summary["quote"] = None

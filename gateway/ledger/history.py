@@ -10,6 +10,7 @@ so not in the history: a job is a task with an id.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import orjson
@@ -82,14 +83,41 @@ async def open_task(redis: Store, tenant: str, task_id: str, task_type: str, bud
         raise Conflict(f"task '{task_id}' already exists (status '{_s(result[1])}')", code="task_exists")
 
 
-async def opened_budget(redis: Store, tenant: str, task_id: str) -> int | None:
-    """The budget of a task opened with ``POST /v1/tasks`` (None: not opened so, no budget, or
-    the store is unreachable: the request goes on as it would without)."""
-    try:
-        opened, budget = await redis.hmget(for_tenant(tenant).task(task_id), "opened", "budget_pusd")
-    except UNREACHABLE:
-        return None
-    return int(budget) if opened and budget else None
+class OpenedBudgets:
+    """The budgets of tasks opened with ``POST /v1/tasks`` {"max_cost_usd"}, for the request path.
+
+    A request that names a task reads the task's hash once per process, then remembers the
+    answer: a task is marked ``opened`` only when ``POST /v1/tasks`` creates it, which it
+    refuses (409) once the task exists, so an existing task's answer never changes. A task
+    not in the store yet (its first request's record still queued) is not remembered.
+    """
+
+    def __init__(self, redis: Store, size: int = 20_000) -> None:
+        self.redis = redis
+        self.size = size
+        self._known: OrderedDict[tuple[str, str], int | None] = OrderedDict()
+
+    async def budget(self, tenant: str, task_id: str) -> int | None:
+        """None: not opened so, opened without a budget, or the store is unreachable (the
+        request goes on as it would without)."""
+        key = (tenant, task_id)
+        if key in self._known:
+            self._known.move_to_end(key)
+            return self._known[key]
+        try:
+            status, opened, budget = await self.redis.hmget(for_tenant(tenant).task(task_id), "status", "opened",
+                                                            "budget_pusd")
+        except UNREACHABLE:
+            return None
+        found = int(budget) if opened and budget else None
+        if status is not None or opened:
+            self.remember(tenant, task_id, found)
+        return found
+
+    def remember(self, tenant: str, task_id: str, budget: int | None) -> None:
+        self._known[(tenant, task_id)] = budget
+        if len(self._known) > self.size:
+            self._known.popitem(last=False)
 
 
 def _s(value: Any) -> str:

@@ -32,6 +32,7 @@ from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
 from gateway.ledger import scripts
 from gateway.ledger.deadletter import DeadLetters
 from gateway.ledger.encode import period_of, record_arg, record_keys, task_keys, utc_day
+from gateway.ledger.history import OpenedBudgets
 from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
 from gateway.ledger.limiter import Limiter
 from gateway.ledger.reads import Reads
@@ -70,6 +71,7 @@ class Ledger(Reads):
         self._tenants: set[str] = set()  # registered in the store's tenant set by this process
         self._in_flight: dict[str, TenantKeys] = {}  # request id -> keys, for lease renewal
         self._loops: list[asyncio.Task[None]] = []
+        self.opened = OpenedBudgets(redis)  # budgets of tasks opened with POST /v1/tasks (gateway/ledger/history.py)
 
     @property
     def config(self) -> Config:

@@ -22,7 +22,6 @@ from gateway.config.identity import Tenant
 from gateway.config.load import Config
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.fronts.base import ChatFront, EmbeddingsFront
-from gateway.ledger.history import opened_budget
 from gateway.ledger.ledger import Ledger
 from gateway.ledger.limiter import Grant
 from gateway.proxy import tasks
@@ -64,7 +63,7 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
         budget = task_budget(config, task.type, headers.get("x-task-budget-usd"))
         if not task.generated and "x-task-budget-usd" not in headers:
             # a task opened with POST /v1/tasks {"max_cost_usd"} holds every request to its budget
-            budget = await opened_budget(ledger.redis, tenant.name, task.id) or budget
+            budget = await ledger.opened.budget(tenant.name, task.id) or budget
         remaining = None
         if budget is not None and config.policies.routing is not None \
                 and config.policies.routing.for_model(model).strategy == "budget":
