@@ -213,6 +213,8 @@ async def test_open_task_holds_later_requests_to_its_budget(gw: Harness) -> None
             assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error", body
         bad = await c.post("/v1/tasks", content=b"{not json")
         assert bad.status_code == 400
+        bare = await c.post("/v1/tasks")  # no body: a task of type default, with a generated id
+        assert bare.status_code == 201 and bare.json()["task_type"] == "default" and bare.json()["quote"] is None
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     gw.transport.add(Step(200, completion(10, 5)))
     refused = await gw.call("/v1/chat/completions", body, [("X-Task-Id", "job-1")])

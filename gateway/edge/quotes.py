@@ -17,7 +17,7 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.accounting.pricing import PICO
@@ -33,6 +33,20 @@ WINDOW = re.compile(r"([0-9]{1,6}(?:\.[0-9]{1,3})?)([smhd])")
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_USD = Decimal(10) ** 9
 TASK_FIELDS = ("task_id", "task_type", "max_cost_usd")
+OPEN_TASK_BODY = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "task_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                    "description": "default: task-<32 hex>"},
+        "task_type": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$",
+                      "description": "the task type, whose quote is returned"},
+        "max_cost_usd": {"anyOf": [{"type": "string"}, {"type": "number"}],
+                         "description": "the task's budget in USD, a decimal string or a number, 0 < x <= 1e9"}}}}}}
+MAX_TIME_S = 95_617_584_000.0  # as gateway/edge/api.py: since/until are finite and before the year 5000
+
+
+def _time_query() -> Any:
+    return Query(default=None, ge=0, le=MAX_TIME_S, allow_inf_nan=False)
 
 
 def period(config: Config, window: str | None, since: float | None, until: float | None,
@@ -126,8 +140,8 @@ def mount_quotes(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
                  scope_tenant: Callable[[Request, str | None], str]) -> None:
     @api.get("/v1/quotes")
     async def get_quote(request: Request, task_type: str | None = None, tenant: str | None = None,
-                        window: str | None = None, since: float | None = None, until: float | None = None,
-                        margin: str | None = None) -> dict[str, Any]:
+                        window: str | None = None, since: float | None = _time_query(),
+                        until: float | None = _time_query(), margin: str | None = None) -> dict[str, Any]:
         who = scope_tenant(request, tenant)
         if not task_type or not TASK_TYPE.fullmatch(task_type):
             raise BadRequest("'task_type' is required: 1 to 64 characters of A-Za-z0-9._:-", param="task_type",
@@ -136,11 +150,11 @@ def mount_quotes(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
         low, high = period(config, window, since, until, time.time())
         return await quote_for(config, ledger, who, task_type, low, high, margin)
 
-    @api.post("/v1/tasks")
+    @api.post("/v1/tasks", status_code=201, openapi_extra={"requestBody": OPEN_TASK_BODY})
     async def open_task_route(request: Request, tenant: str | None = None) -> JSONResponse:
         who = scope_tenant(request, tenant)
         try:
-            body = await request.json()
+            body = await request.json() if await request.body() else {}
         except ValueError:
             raise BadRequest("the body must be JSON: {\"task_id\"?, \"task_type\"?, \"max_cost_usd\"?}",
                              code="invalid_json") from None
@@ -159,7 +173,7 @@ def mount_quotes(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
 
     @api.get("/v1/reports/models")
     async def report_models(request: Request, tenant: str | None = None, window: str | None = None,
-                            since: float | None = None, until: float | None = None,
+                            since: float | None = _time_query(), until: float | None = _time_query(),
                             task_type: str | None = None) -> dict[str, Any]:
         who = scope_tenant(request, tenant)
         return await models_report(snapshots.config, ledger, who, window, since, until, task_type)
