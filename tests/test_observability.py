@@ -444,6 +444,31 @@ def test_cost_per_succeeded_task_in_prometheus_equals_the_ledger(live: dict[str,
         time.sleep(0.2)
 
 
+def test_cost_per_success_by_task_type_and_model_equals_the_ledger(live: dict[str, Any]) -> None:
+    """taskgate:cost_per_success_usd:by_task_type_model against team-a's tasks grouped by their public
+    models (one model, or 'mixed')."""
+    gw, prom = live["gateway"], live["prometheus"]
+    tasks = httpx.get(f"{gw.url}/v1/tasks", params={"limit": 200},
+                      headers={"authorization": f"Bearer {KEYS['team']}"}).json()["data"]
+    totals: dict[tuple[str, str], list[int]] = {}
+    for t in tasks:
+        models = {m["model"] for m in t["models"]}
+        key = (t["task_type"], models.pop() if len(models) == 1 else "mixed" if models else "none")
+        cost, wins = totals.setdefault(key, [0, 0])
+        totals[key] = [cost + t["cost_picousd"], wins + (t["status"] == "succeeded")]
+    expected = {k: cost / wins / 1e12 for k, (cost, wins) in totals.items() if wins}
+    assert {m for _, m in expected} == {"gpt-4o-mini", "mixed"}
+    deadline = live["traffic_done"] + 2 * SCRAPE_S + 8
+    while True:
+        got = {(s["metric"]["task_type"], s["metric"]["model"]): float(s["value"][1])
+               for s in prom.query("taskgate:cost_per_success_usd:by_task_type_model")}
+        if set(got) == set(expected) and all(math.isclose(got[k], v, rel_tol=1e-9, abs_tol=1e-12)
+                                             for k, v in expected.items()):
+            break
+        assert time.monotonic() < deadline, f"Prometheus {got} != ledger {expected}"
+        time.sleep(0.2)
+
+
 def test_every_rule_and_panel_expression_runs_and_reads_exported_series(live: dict[str, Any]) -> None:
     gw, prom = live["gateway"], live["prometheus"]
     exposed = {s.name for family in scrape(gw.url) for s in family.samples}
@@ -494,7 +519,7 @@ def test_the_dashboard_is_importable() -> None:
                    "taskgate:waste_usd:increase1h", "taskgate:task_success:ratio1h", "taskgate_budget_remaining_usd",
                    "taskgate_request_duration_seconds_bucket", "taskgate_time_to_first_token_seconds_bucket",
                    "taskgate_policy_decisions_total", "taskgate_unpriced_requests_total", "taskgate_in_flight_requests",
-                   "taskgate:tokens:rate5m"):
+                   "taskgate:tokens:rate5m", "taskgate:cost_per_success_usd:by_task_type_model"):
         assert series in used, f"no panel shows {series}"
     assert 'decision=~"deny|' in used
 

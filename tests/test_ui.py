@@ -306,6 +306,16 @@ def test_the_page_renders_the_ledger_in_a_browser(gateway: Any, chromium: Chromi
     # a point per type per day: 13 seeded days plus today
     assert chromium.js("document.querySelectorAll('#chart-cost circle').length") == 14 * len(TYPES)
     assert chromium.js("document.querySelectorAll('#chart-cost polyline').length") == len(TYPES)
+    # the model chart: one bar per task type x model path that has a success, at the API's cost per success
+    by_model = httpx.get(f"{gateway.url}/v1/reports/models", headers=bearer(TEAM_KEY)).json()["data"]
+    want = sorted((r["task_type"], r["model_path"], r["cost_per_succeeded_job_usd"]) for r in by_model
+                  if r["cost_per_succeeded_job_usd"] is not None)
+    bars = chromium.js("[...document.querySelectorAll('#chart-models rect.model-bar')]"
+                       ".map(b => [b.dataset.type, b.dataset.path, b.dataset.cost, b.getAttribute('width')])")
+    assert sorted((t, p, c) for t, p, c, _ in bars) == want and len(want) >= len(TYPES)
+    assert all(float(w) >= 2 for *_, w in bars)
+    for ttype in TYPES:
+        assert ttype in chromium.js("document.getElementById('chart-models').textContent")
     assert "Could not" not in text
     # the page sums exact decimal strings as BigInt pico-dollars, never floats (0.1 + 0.2 != 0.3 in floats)
     assert chromium.js("String(window.taskgateMoney.picoSum(['0.1', '0.2', '1234567.891234567891']))") == \

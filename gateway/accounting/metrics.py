@@ -72,6 +72,12 @@ class Metrics:
         self.tasks = Counter("taskgate_tasks", "Tasks ended, by outcome", ["task_type", "outcome"], registry=r)
         self.task_cost = Histogram("taskgate_task_cost_usd", "Cost of ended tasks in USD", ["task_type", "outcome"],
                                    buckets=COST_BUCKETS, registry=r)
+        # by the task's public model ('mixed' when it used several): cost per succeeded job by model in Grafana
+        self.model_tasks = Counter("taskgate_model_tasks", "Tasks ended, by task type, public model and outcome",
+                                   ["task_type", "model", "outcome"], registry=r)
+        self.model_task_cost = Counter("taskgate_model_task_cost_usd", "Cost of ended tasks in USD, by task "
+                                       "type, public model and outcome", ["task_type", "model", "outcome"],
+                                       registry=r)
         self.in_flight = Gauge("taskgate_in_flight_requests", "Client requests being served",
                                multiprocess_mode="livesum", registry=r)
         self.upstream_errors = Counter("taskgate_upstream_errors", "Failed upstream attempts by kind of failure",
@@ -158,11 +164,15 @@ class Metrics:
             if rec.waste_reason:
                 self.waste.labels(rec.waste_reason).inc(cost)
 
-    def task_ended(self, task_type: str, outcome: str, cost_picousd: int, wasted_picousd: int = 0) -> None:
+    def task_ended(self, task_type: str, outcome: str, cost_picousd: int, wasted_picousd: int = 0,
+                   model: str = "none") -> None:
         """``wasted_picousd``: the part of the task's cost already counted as retry, fallback or
-        cancelled waste, so that a failed task's waste is not counted twice."""
+        cancelled waste, so that a failed task's waste is not counted twice. ``model``: the task's
+        public model ('mixed' for several, 'none' for no attempt)."""
         label = self.task_type_label(task_type)
         self.tasks.labels(label, outcome).inc()
+        self.model_tasks.labels(label, model, outcome).inc()
+        self.model_task_cost.labels(label, model, outcome).inc(float(usd(cost_picousd)))
         self.task_cost.labels(label, outcome).observe(float(usd(cost_picousd)))
         rest = cost_picousd - wasted_picousd
         if outcome in ("failed", "abandoned") and rest > 0:

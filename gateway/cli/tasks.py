@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.cli import quotes
 from gateway.cli.client import DEFAULT_URL, Client, CLIError
 from gateway.cli.format import (
     _positive_int,
@@ -212,6 +213,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if getattr(args, "by", "task_type") == "model":
+        return quotes.cmd_report_models(_client(args), args)
     if args.by == "actor":
         report = _client(args).request("GET", "/v1/reports/tasks", {"since": args.since, "until": args.until,
                                                                     "by": "actor"})
@@ -305,5 +308,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     report.add_argument("--by", choices=("task_type", "actor"), default="task_type",
                         help="rows per task type (default), or per person's key and per agent (actor)")
     report.add_argument("--wide", action="store_true", help="every column, however wide (default: what fits)")
+    report.add_argument("--by", choices=("task_type", "model"), default="task_type",
+                        help="rows per task type (default), or per task type x model path")
     _common(report)
     report.set_defaults(func=_run(cmd_report))
+
+    quote = sub.add_parser("quote", help="what a job of a type costs, with its uncertainty, and what to charge",
+                           description="A quote from the history of the type's ended tasks (GET /v1/quotes).")
+    quote.add_argument("task_type", metavar="TYPE", help="the task type (X-Task-Type)")
+    quote.add_argument("--window", metavar="DUR", help="history window, e.g. 24h or 30d (default: quotes.window_days)")
+    quote.add_argument("--margin", metavar="M", help="target margin, 0 <= M < 1 (default: from the config)")
+    quote.add_argument("--json", action="store_true", default=False, help="print the API's JSON")
+    _common(quote)
+    quote.set_defaults(func=_run(lambda args: quotes.cmd_quote(_client(args), args)))

@@ -82,6 +82,7 @@ class Config:
     ignored_sections: tuple[str, ...] = ()
     tasks: schema.TasksSection = field(default_factory=schema.TasksSection)
     budgets: schema.BudgetsSection = field(default_factory=schema.BudgetsSection)
+    quotes: schema.QuotesSection = field(default_factory=schema.QuotesSection)
     policies: Policies = field(default_factory=Policies)
     notes: tuple[Note, ...] = ()  # LiteLLM keys translated or ignored, one line each
     wildcards: tuple[Wildcard, ...] = ()  # model_name "*" / "provider/*" entries, resolved per request
@@ -318,8 +319,7 @@ def _build(doc: schema.Document, source: str, env: Mapping[str, str], notes: tup
         key_secret=key_secret,
         auth_secret=auth_secret,
         ignored_sections=tuple(sorted(doc.litellm_sections())),
-        tasks=doc.tasks,
-        budgets=doc.budgets,
+        tasks=doc.tasks, budgets=doc.budgets, quotes=doc.quotes,
         policies=Policies(litellm_settings.routing_with(doc.routing, settings, groups), doc.compliance, MappingProxyType(dict(doc.tenants))),
         notes=notes + settings.notes + tuple(group_notes),
         wildcards=tuple(wildcards),

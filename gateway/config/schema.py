@@ -114,6 +114,19 @@ Money = Decimal
 class TaskType(Strict):
     price_usd: Money | None = Field(default=None, ge=0)  # what one succeeded task is charged at
     budget_usd: Money | None = Field(default=None, gt=0)  # default per-task budget
+    margin: Decimal | None = Field(default=None, ge=0, lt=1)  # target margin of quotes (else quotes.default_margin)
+
+
+class QuotesSection(Strict):
+    """Quotes (GET /v1/quotes): statistics over a task type's ended tasks (gateway/accounting/quotes.py)."""
+    default_margin: Decimal = Field(default=Decimal("0.3"), ge=0, lt=1)
+    window_days: float = Field(default=7, gt=0, le=400)
+    min_ended: int = Field(default=20, ge=1)  # fewer ended tasks: not enough history
+    min_succeeded: int = Field(default=5, ge=1)  # fewer successes: not enough history
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    resamples: int = Field(default=1000, ge=100, le=20_000)
+    seed: int = 15
+    max_samples: int = Field(default=5000, ge=10, le=100_000)  # the most recent ended tasks, at most
 
 
 class TasksSection(Strict):
@@ -202,6 +215,7 @@ class Document(Strict):
     compliance: ComplianceSection | None = None
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
     tasks: TasksSection = Field(default_factory=TasksSection)
+    quotes: QuotesSection = Field(default_factory=QuotesSection)
     budgets: BudgetsSection = Field(default_factory=BudgetsSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     pricing: PricingSection = Field(default_factory=PricingSection)

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from gateway.accounting.pricing import format_usd
 from gateway.config.identity import Tenant
 from gateway.edge.http import parse_json_object
+from gateway.edge.limits import read_raw
 from gateway.errors import BadRequest, PolicyDenied
 from gateway.keys import KeyBook, KeyRecord
 from gateway.config.load import TENANT_NAME
@@ -48,9 +49,7 @@ def mount_admin(api: FastAPI, keys: KeyBook, ledger: Ledger,
     @api.post("/v1/keys")
     async def create_key(request: Request) -> dict[str, Any]:
         await admin(request)
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise BadRequest(f"the body is over {MAX_BODY} bytes", code="invalid_json")
+        raw = await read_raw(request, MAX_BODY)
         fields = parse_request(parse_json_object(raw), time.time())
         token, rec = await keys.create(fields)
         return {**await shown(rec), "key": token}

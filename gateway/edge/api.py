@@ -18,6 +18,7 @@ from gateway.accounting.metrics import Metrics
 from gateway.config.identity import Tenant
 from gateway.config.load import TENANT_NAME
 from gateway.edge.limits import read_json
+from gateway.edge.quotes import models_report, mount_quotes
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -149,10 +150,13 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics, auth
 
     @api.get("/v1/reports/tasks")
     async def report(request: Request, tenant: str | None = None, since: float | None = _time_query(),
-                     until: float | None = _time_query(), by: str | None = None) -> dict[str, Any]:
+                     until: float | None = _time_query(), by: str | None = None, window: str | None = None,
+                     task_type: str | None = None) -> dict[str, Any]:
         who = await scope_tenant(request, tenant)
-        if by not in (None, "task_type", "actor"):
-            raise BadRequest("'by' must be task_type or actor", param="by", code="invalid_by")
+        if by not in (None, "task_type", "actor", "model"):
+            raise BadRequest("'by' is task_type, actor or model", param="by", code="invalid_by")
+        if by == "model":  # per task type x model path (gateway/edge/quotes.py)
+            return await models_report(snapshots.config, ledger, who, window, since, until, task_type)
         now = time.time()
         until = now if until is None else until
         since = until - 7 * 86400 if since is None else since
@@ -161,6 +165,8 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics, auth
         if by == "actor":
             return await ledger.report_by_actor(who, since, until)
         return await ledger.report(who, since, until)
+
+    mount_quotes(api, snapshots, ledger, scope_tenant)  # quotes, POST /v1/tasks, reports by model
 
     @api.get("/v1/audit")
     async def audit(request: Request, tenant: str | None = None, limit: int = Query(default=50, ge=1, le=500),

@@ -54,8 +54,8 @@ def json_body(raw: bytes) -> Any:
         raise BadRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """A FastAPI endpoint's JSON body, never more than ``limit`` bytes of it buffered."""
+async def read_raw(request: Request, limit: int) -> bytes:
+    """A FastAPI endpoint's body, never more than ``limit`` bytes of it buffered."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
@@ -66,4 +66,9 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return json_body(b"".join(chunks))
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A FastAPI endpoint's JSON body, never more than ``limit`` bytes of it buffered."""
+    return json_body(await read_raw(request, limit))

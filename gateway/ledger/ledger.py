@@ -32,6 +32,7 @@ from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
 from gateway.ledger import scripts
 from gateway.ledger.deadletter import DeadLetters
 from gateway.ledger.encode import period_of, record_arg, record_keys, task_keys, utc_day
+from gateway.ledger.history import OpenedBudgets
 from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
 from gateway.ledger.limiter import Limiter
 from gateway.ledger.reads import Reads
@@ -70,6 +71,7 @@ class Ledger(Reads):
         self._tenants: set[str] = set()  # registered in the store's tenant set by this process
         self._in_flight: dict[str, TenantKeys] = {}  # request id -> keys, for lease renewal
         self._loops: list[asyncio.Task[None]] = []
+        self.opened = OpenedBudgets(redis)  # budgets of tasks opened with POST /v1/tasks (gateway/ledger/history.py)
 
     @property
     def config(self) -> Config:
@@ -154,9 +156,10 @@ class Ledger(Reads):
         self.writer.submit(Op("audit", orjson.dumps({**entry, "maxlen": maxlen}).decode(), AUDIT))
 
     def _on_result(self, op: Op, result: Any) -> None:
-        # RECORD returns {2, type, cost, outcome, waste} when the record ended a (one-request) task.
+        # RECORD returns {2, type, cost, outcome, waste, model} when the record ended a (one-request) task.
         if op.script == "record" and isinstance(result, list) and result and result[0] == 2:
-            self.metrics.task_ended(_s(result[1]), _s(result[3]), int(result[2]), int(result[4]))
+            self.metrics.task_ended(_s(result[1]), _s(result[3]), int(result[2]), int(result[4]),
+                                    _s(result[5]) if len(result) > 5 else "none")
 
     async def _renew_loop(self) -> None:
         """Leases of requests in flight are renewed, so that only a dead process's intents expire."""
@@ -275,7 +278,7 @@ class Ledger(Reads):
         if code == "conflict":
             raise Conflict(f"task '{task_id}' already ended as '{_s(result[1])}'", code="task_already_ended")
         if code == "ended":
-            self.metrics.task_ended(_s(result[1]), outcome, int(result[2]), int(result[4]))
+            self.metrics.task_ended(_s(result[1]), outcome, int(result[2]), int(result[4]), _s(result[5]))
         return await self.get(tenant, task_id)
 
     async def tenants(self) -> set[str]:
@@ -294,9 +297,10 @@ class Ledger(Reads):
                    "max": 500, "retention": self.settings.retention_days * 86400,
                    "index_cutoff": str(now - self.settings.retention_days * 86400)}
             result = await self.scripts["sweep"](keys=[keys.tasks], args=[orjson.dumps(arg)])
-            for i in range(0, len(result), 3):
-                self.metrics.task_ended(_s(result[i]), "abandoned", int(result[i + 1]), int(result[i + 2]))
-            abandoned += len(result) // 3
+            for i in range(0, len(result), 4):
+                self.metrics.task_ended(_s(result[i]), "abandoned", int(result[i + 1]), int(result[i + 2]),
+                                        _s(result[i + 3]))
+            abandoned += len(result) // 4
             await self.settle_once(keys, now)
         return abandoned
 

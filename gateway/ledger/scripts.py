@@ -41,7 +41,16 @@ local function end_task(k, id, outcome, now, day, retention)
   end
   redis.call('EXPIRE', t, retention)
   redis.call('EXPIRE', k.att, retention)
-  return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0'}
+  -- the task's public models, for the metric by model: one name, or 'mixed'
+  local model = 'none'
+  local all = redis.call('HGETALL', t)
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if string.sub(f, 1, 2) == 'd:' and string.sub(f, -6) == ':model' then
+      if model == 'none' then model = all[i + 1] elseif model ~= all[i + 1] then model = 'mixed' end
+    end
+  end
+  return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0', model}
 end
 """
 
@@ -63,7 +72,7 @@ end
 # One attempt record: "<keys JSON>\x1e<record JSON>" (see gateway/ledger/encode.py; \x1e, the
 # ASCII record separator, never appears raw in JSON). Returns 0 a duplicate (already
 # counted, or its request was settled as interrupted first), 1 counted, {2, type, cost,
-# outcome, waste} counted and it ended a one-request task, {-1, reason} refused (nothing written).
+# outcome, waste, model} counted and it ended a one-request task, {-1, reason} refused (nothing written).
 _RECORD_FN = _END_TASK + _VALID + r"""
 local function record(arg)
 local sep = string.find(arg, '\30', 1, true)
@@ -154,7 +163,7 @@ if status ~= 'open' then
 end
 if r.end_outcome ~= '' then
   local ended = end_task(k, r.task_id, r.end_outcome, now, r.day, r.retention)
-  return {2, ended[1], ended[2], r.end_outcome, ended[3]}
+  return {2, ended[1], ended[2], r.end_outcome, ended[3], ended[4]}
 end
 return 1
 end
@@ -229,7 +238,7 @@ return out
 """
 
 # ARGV[1]: JSON {k: {task, att, open, aggp}, id, outcome, now, day, retention}. Returns {code, ...}:
-# {'missing'}, {'ended', type, cost, outcome, waste}, {'same'}, {'conflict', status}.
+# {'missing'}, {'ended', type, cost, outcome, waste, model}, {'same'}, {'conflict', status}.
 COMPLETE = _END_TASK + r"""
 local a = cjson.decode(ARGV[1])
 local t = a.k.task
@@ -238,13 +247,13 @@ local status = redis.call('HGET', t, 'status')
 if status == a.outcome then return {'same'} end
 if status ~= 'open' then return {'conflict', status} end
 local ended = end_task(a.k, a.id, a.outcome, a.now, a.day, a.retention)
-return {'ended', ended[1], ended[2], a.outcome, ended[3]}
+return {'ended', ended[1], ended[2], a.outcome, ended[3], ended[4]}
 """
 
 # ARGV[1]: JSON {k: {tp, ap, open, aggp, tasks}, cutoff, now, day, max, retention, index_cutoff}:
 # abandons one tenant's tasks idle since before ``cutoff`` and trims its task index of
 # tasks created before ``index_cutoff`` (their hashes have expired by retention).
-# Returns a flat list: type, cost, waste, type, cost, waste, ... of the tasks it abandoned.
+# Returns a flat list: type, cost, waste, model, type, cost, waste, model, ... of the tasks it abandoned.
 SWEEP = _END_TASK + r"""
 local a = cjson.decode(ARGV[1])
 local out = {}
@@ -257,6 +266,7 @@ for _, id in ipairs(ids) do
     table.insert(out, ended[1])
     table.insert(out, ended[2])
     table.insert(out, ended[3])
+    table.insert(out, ended[4])
   else
     redis.call('ZREM', a.k.open, id)
   end

@@ -65,6 +65,9 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
             raise ServiceUnavailable(f"the model '{model}' has no enabled deployment: {reasons}",
                                      code="no_deployment")
         budget = task_budget(config, task.type, headers.get("x-task-budget-usd"))
+        if not task.generated and "x-task-budget-usd" not in headers:
+            # a task opened with POST /v1/tasks {"max_cost_usd"} holds every request to its budget
+            budget = await ledger.opened.budget(tenant.name, task.id) or budget
         remaining = None
         if budget is not None and config.policies.routing is not None \
                 and config.policies.routing.for_model(model).strategy == "budget":

@@ -3,6 +3,7 @@
 //   ui/api/context      who is signed in, which tenants exist            (admin only)
 //   v1/reports/tasks    one call per UTC day for the chart, one for the period
 //   v1/tasks            recent tasks: spend by provider, most expensive tasks
+//   v1/reports/models   cost per succeeded job by task type x model path
 //
 // The admin key lives in sessionStorage (this tab only) and goes out as
 // `Authorization: Bearer`. Data is only ever put on the page as text.
@@ -142,16 +143,18 @@
     const first = today - (days - 1) * DAY;
     try {
       const dayStarts = Array.from({ length: days }, (_, i) => first + i * DAY);
-      const [perDay, period, tasks] = await Promise.all([
+      const [perDay, period, tasks, byModel] = await Promise.all([
         Promise.all(dayStarts.map((d) => getJSON("v1/reports/tasks", { tenant, since: d, until: d + DAY - 0.001 }))),
         getJSON("v1/reports/tasks", { tenant, since: first, until: now }),
         recentTasks(tenant, first),
+        getJSON("v1/reports/models", { tenant, since: first, until: now }),
       ]);
       if (mine !== loading) return; // a newer refresh started meanwhile
       $("dashboard").hidden = false; // first, so that the charts can measure their width
       renderStats(period);
       renderCostChart(dayStarts, perDay);
       renderProviders(tasks);
+      renderModels(byModel.data);
       renderTypes(period);
       renderTasks(tasks);
       setStatus("");
@@ -302,6 +305,43 @@
       const models = [...e.models.entries()].sort((a, b) => b[1] - a[1]).map(([name, c]) => `${name}: ${usd(c)}`);
       bar.append(svg("title", {}, `${provider}\n${models.join("\n")}`));
       root.append(bar);
+    });
+    box.append(root);
+  }
+
+  // One bar per task type x model path: cost per succeeded job (a path with no success has no bar).
+  function renderModels(rows) {
+    const box = $("chart-models");
+    box.replaceChildren();
+    const W = Math.max(box.clientWidth || 400, 320), rowH = 40, headH = 22, m = { l: 10, r: 10 };
+    const types = [...new Set(rows.map((r) => r.task_type))];
+    const H = Math.max(rows.length * rowH + types.length * headH, 40) + 6;
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Cost per succeeded job by model path",
+      "data-rows": String(rows.length) });
+    if (!rows.length) {
+      root.append(svg("text", { class: "empty", x: W / 2, y: 26, "text-anchor": "middle" }, "No task has ended in this period yet."));
+    }
+    const top = Math.max(...rows.map((r) => Number(r.cost_per_succeeded_job_usd || 0)), 0) || 1;
+    let y = 4;
+    types.forEach((type, ti) => {
+      root.append(svg("text", { class: "barlabel", x: m.l, y: y + 14 }, type));
+      y += headH;
+      for (const r of rows.filter((row) => row.task_type === type)) {
+        const cps = r.cost_per_succeeded_job_usd === null ? null : Number(r.cost_per_succeeded_job_usd);
+        root.append(svg("text", { x: m.l, y: y + 12 }, r.model_path));
+        root.append(svg("text", { x: W - m.r, y: y + 12, "text-anchor": "end" },
+          `${cps === null ? "no success" : usd(cps)} · ${int(r.jobs)} jobs · ${pct(r.success_rate)}`));
+        root.append(svg("rect", { x: m.l, y: y + 18, width: W - m.l - m.r, height: 12, rx: 4, fill: "#eef0f3" }));
+        if (cps !== null) {
+          const bar = svg("rect", { class: "model-bar", x: m.l, y: y + 18, rx: 4, height: 12,
+            width: Math.max(2, (W - m.l - m.r) * (cps / top)), fill: PALETTE[ti % PALETTE.length],
+            "data-path": r.model_path, "data-type": type, "data-cost": r.cost_per_succeeded_job_usd });
+          bar.append(svg("title", {}, `${type} · ${r.model_path}\n${usd(cps)} per succeeded job` +
+            (r.margin_per_succeeded_job_usd ? `\nmargin ${usd(Number(r.margin_per_succeeded_job_usd))} per success` : "")));
+          root.append(bar);
+        }
+        y += rowH;
+      }
     });
     box.append(root);
   }
