@@ -158,6 +158,7 @@ if status ~= 'open' then
   return 1
 end
 if k.route then  -- cost_per_success: which deployment the job is attributed to when it ends
+  if redis.call('HGET', t, 'rt_key') ~= k.route then redis.call('HDEL', t, 'rt_ok') end  -- another model's
   redis.call('HSET', t, 'rt_key', k.route, 'rt_win', k.route_win, 'rt_last', r.deployment)
   if r.outcome == 'ok' then redis.call('HSET', t, 'rt_ok', r.deployment) end
 end
