@@ -5,6 +5,7 @@
     ├── store        the Redis client                (gateway/store/)
     ├── ledger       tasks, budgets, the audit log   (gateway/ledger/)
     ├── health       breakers and latency, shared    (gateway/upstream/health.py) 
+    ├── outcomes     job outcomes per deployment      (gateway/upstream/outcomes.py, cost_per_success)
     ├── metrics      the app's Prometheus registry   (gateway/accounting/metrics.py)
     └── accountant   where attempt records go        (gateway/accounting/accountant.py)
 
@@ -27,6 +28,7 @@ from gateway.snapshot import CurrentSnapshot
 from gateway.store.client import Store, connect
 from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis
 from gateway.upstream.health import HealthBook
+from gateway.upstream.outcomes import OutcomeBook
 from gateway.upstream.demo import DemoTransport
 from gateway.upstream.transport import AiohttpTransport, Transport
 from policies.decide import DEFAULT_ROUTING
@@ -42,6 +44,7 @@ class Services:
     health: HealthBook
     metrics: Metrics
     accountant: Accountant
+    outcomes: OutcomeBook
     embedded: EmbeddedRedis | None = field(default=None, repr=False)
 
     async def ready(self) -> bool:
@@ -82,12 +85,15 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
     except Exception as exc:  # the store may be down at start: serve anyway (fail-open)
         log.warning("could not read shared deployment health at startup: %s", exc)
         health.start_loop()
+    outcomes = OutcomeBook(store)
+    outcomes.start()
     return Services(transport, store, ledger, health, metrics, Accountant(metrics, ledger, access=os.environ.get("TASKGATE_ACCESS_LOG") == "1"),
-                    embedded)
+                    outcomes, embedded)
 
 
 async def close_services(services: Services) -> None:
     await services.health.stop()
+    await services.outcomes.stop()
     await services.transport.close()
     await services.ledger.stop()
     await services.store.aclose()

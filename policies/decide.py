@@ -23,6 +23,7 @@ calls :func:`still_allowed` before every attempt, retries and fallbacks included
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from random import Random
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
@@ -47,6 +48,7 @@ from policies.schema import (
     RoutingSection,
     TenantPolicy,
 )
+from policies.cost_per_success import ArmStats
 from policies.strategies import LatencyStats, PriceLike, StrategyInputs, order
 from policies.verdicts import (
     CHOSEN,
@@ -73,6 +75,7 @@ class RequestFacts:
     prompt_tokens: int = 0  # the gateway's estimate of the prompt
     budget_remaining_picousd: int | None = None  # the task's remaining budget; None: no budget
     params: frozenset[str] = frozenset()  # answer-changing parameters in use (providers.canonical.params_in_use)
+    task_type: str = "default"  # X-Task-Type (cost_per_success keeps its numbers per task type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ class Decision:
     redacted: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     compliance: ComplianceSection | None = field(default=None, repr=False, compare=False)
     probes: tuple[str, ...] = ()  # panic: ids whose open breakers the gateway lets a probe through
+    strategy_detail: Mapping[str, Any] | None = None  # the numbers behind the order (cost_per_success)
 
     @property
     def chosen(self) -> Deployment | None:
@@ -119,18 +123,21 @@ class Decision:
             "pii_found": dict(self.pii_found), "redacted": dict(self.redacted),
             "audit_events": [{"kind": e.kind, "rule": e.rule, "reason": e.reason, "detail": dict(e.detail)}
                              for e in self.audit_events],
+            **({} if self.strategy_detail is None else {"strategy_detail": dict(self.strategy_detail)}),
         }
 
 
 def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Policies,
            health: Mapping[str, BreakerState], latency: Mapping[str, LatencyStats],
            prices: Mapping[str, PriceLike | None], now: float, rand: float,
-           model_facts: Mapping[str, ModelFacts] = _EMPTY) -> Decision:
+           model_facts: Mapping[str, ModelFacts] = _EMPTY, outcomes: Mapping[str, ArmStats] = _EMPTY,
+           rng: Random | None = None) -> Decision:
     """Decide the route for one request over ``deployments`` (the model's, in model_list order).
 
     ``health``, ``latency``, ``prices`` and ``model_facts`` are keyed by deployment id;
     a missing id is a closed breaker, no latency sample, unpriced, and unknown facts.
-    ``now`` is epoch seconds; ``rand`` is uniform in [0, 1).
+    ``now`` is epoch seconds; ``rand`` is uniform in [0, 1). ``outcomes`` (cost_per_success) is
+    the request's task type's job outcomes by deployment id; ``rng`` its random source.
     """
     routing, compliance = policies.routing, policies.compliance
     tenant = tenant_facts(facts.tenant, policies.tenants)
@@ -188,13 +195,15 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
     ordering = order(model_routing, usable, StrategyInputs(
         model=facts.model, rand=rand, latency=latency, prices=prices, prompt_tokens=facts.prompt_tokens,
         output_tokens=_output_tokens(body, routing), stream=bool(body.get("stream")),
-        budget_remaining_picousd=facts.budget_remaining_picousd))
+        budget_remaining_picousd=facts.budget_remaining_picousd, outcomes=outcomes, rng=rng,
+        task_type=facts.task_type))
     ctx.excluded += ordering.dropped
     if ordering.denial:
         return ctx.deny(ordering.denial, data_class, body)
     # Defence in depth: nothing reaches ``ordered`` that compliance did not allow.
     ordered = tuple(d for d in ordering.ordered if d in compliant.allowed
                     and check_deployment(d, data_class, tenant, compliance) is None)
+    ctx.detail = ordering.detail
     return ctx.decide(ordered, ordering.why, data_class, body)
 
 
@@ -244,6 +253,7 @@ class _Context:
         self.events: tuple[AuditEvent, ...] = ()
         self.pii: tuple[Mapping[str, int], Mapping[str, int]] = (_EMPTY, _EMPTY)
         self.probes: tuple[str, ...] = ()
+        self.detail: Mapping[str, Any] | None = None
 
     def deny(self, denial: Denial, data_class: str | None, body: Mapping[str, Any]) -> Decision:
         events = self.events
@@ -268,4 +278,5 @@ class _Context:
         considered = tuple(sorted(considered, key=lambda c: index.get(c.deployment_id, len(index))))
         return Decision(self.facts.model, self.tenant, data_class, self.strategy, body, ordered, considered,
                         denial, events, MappingProxyType(dict(self.pii[0])), MappingProxyType(dict(self.pii[1])),
-                        self.compliance, self.probes if denial is None else ())
+                        self.compliance, self.probes if denial is None else (),
+                        self.detail if denial is None else None)

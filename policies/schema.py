@@ -25,7 +25,7 @@ from pydantic import (
 
 NAME = r"^[a-z][a-z0-9_.-]*$"  # data class names: lower case, compared case-insensitively
 PiiAction = Literal["allow", "redact", "escalate", "block"]
-Strategy = Literal["priority", "weighted", "latency", "cost", "budget"]
+Strategy = Literal["priority", "weighted", "latency", "cost", "budget", "cost_per_success"]
 Scalar = str | int | float | bool
 
 
@@ -36,6 +36,9 @@ class Strict(BaseModel):
 # --- routing ------------------------------------------------------------------
 
 
+CPS_DEFAULTS: dict[str, float] = {"min_success_rate": 0.0, "explore_share": 0.1, "min_samples": 10, "window": 200}
+
+
 class ModelRouting(Strict):
     """How the deployments of one public model are ordered."""
 
@@ -44,6 +47,11 @@ class ModelRouting(Strict):
     tiers: list[list[str]] | None = None  # budget: tiers of deployment ids, preferred first, cheapest last
     low_budget_usd: Decimal | None = Field(default=None, ge=0)  # budget: step down below this remainder
     alpha: float = Field(default=0.3, gt=0, le=1)  # latency: EWMA weight of the newest sample
+    # cost_per_success (policies/cost_per_success.py); None: the default in CPS_DEFAULTS
+    min_success_rate: float | None = Field(default=None, ge=0, le=1)
+    explore_share: float | None = Field(default=None, ge=0, le=1)
+    min_samples: int | None = Field(default=None, ge=1, le=100_000)
+    window: int | None = Field(default=None, ge=2, le=100_000)  # decay: about this many recent jobs per arm count
 
     @field_validator("weights")
     @classmethod
@@ -54,7 +62,8 @@ class ModelRouting(Strict):
 
     @model_validator(mode="after")
     def _fits_strategy(self) -> "ModelRouting":
-        only = {"weights": "weighted", "tiers": "budget", "low_budget_usd": "budget"}
+        only = {"weights": "weighted", "tiers": "budget", "low_budget_usd": "budget",
+                **{key: "cost_per_success" for key in CPS_DEFAULTS}}
         for key, strategy in only.items():
             if getattr(self, key) is not None and self.strategy != strategy:
                 raise ValueError(f"'{key}' is only used by strategy '{strategy}' (this model uses '{self.strategy}')")
@@ -64,7 +73,15 @@ class ModelRouting(Strict):
             ids = [d for tier in self.tiers for d in tier]
             if len(ids) != len(set(ids)):
                 raise ValueError("a deployment may appear in only one budget tier")
+        if self.strategy == "cost_per_success" and self.cps("window") <= self.cps("min_samples"):
+            raise ValueError("'window' must be larger than 'min_samples' (the decayed job count of a deployment "
+                             "never exceeds the window)")
         return self
+
+    def cps(self, key: str) -> float:
+        """A cost_per_success option, or its default."""
+        value = getattr(self, key)
+        return float(CPS_DEFAULTS[key] if value is None else value)
 
 
 class BreakerSettings(Strict):

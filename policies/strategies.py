@@ -18,15 +18,21 @@ compliance, capability and health filtering happen before it.
               worst-case cost does not fit the remaining budget, or that has no
               price, is dropped; when none is left the request is denied
               (429 ``budget_exceeded``)
+    cost_per_success
+              lowest observed cost per succeeded job of the request's task type among
+              deployments meeting ``min_success_rate``, exploring a bounded share by
+              Thompson sampling (policies/cost_per_success.py)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, Decimal
+from random import Random
 from types import MappingProxyType
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from policies.cost_per_success import ArmStats, Params, choose
 from policies.schema import ModelRouting
 from policies.verdicts import Consideration, Denial, excluded
 from providers.base import Deployment
@@ -79,6 +85,11 @@ class StrategyInputs:
     output_tokens: int = 0  # max_tokens, else the assumed output
     stream: bool = False
     budget_remaining_picousd: int | None = None  # None: the task has no budget
+    # cost_per_success: the request's task type's outcomes by deployment id, and the random source
+    # (None: a Random seeded with ``rand``, so the decision still follows from its inputs)
+    outcomes: Mapping[str, ArmStats] = field(default_factory=lambda: MappingProxyType({}))
+    rng: Random | None = None
+    task_type: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,7 @@ class Ordering:
     why: Mapping[str, str]  # deployment id -> why it sits where it does
     dropped: tuple[Consideration, ...] = ()
     denial: Denial | None = None
+    detail: Mapping[str, Any] | None = None  # the numbers behind the order, for explain (JSON-ready)
 
 
 def worst_case_picousd(price: PriceLike, prompt_tokens: int, output_tokens: int) -> int:
@@ -183,12 +195,22 @@ def _budget(deps: Sequence[Deployment], mr: ModelRouting, inp: StrategyInputs) -
     return Ordering(tuple(out), why, tuple(dropped), denial)
 
 
+def _cost_per_success(deps: Sequence[Deployment], mr: ModelRouting, inp: StrategyInputs) -> Ordering:
+    if not deps:
+        return Ordering((), {})
+    params = Params(mr.cps("min_success_rate"), mr.cps("explore_share"), int(mr.cps("min_samples")))
+    choice = choose([d.id for d in deps], inp.outcomes, params, inp.rng or Random(inp.rand), inp.task_type)
+    by_id = {d.id: d for d in deps}
+    return Ordering(tuple(by_id[i] for i in choice.order), choice.why, detail=choice.detail)
+
+
 STRATEGIES: Mapping[str, Callable[[Sequence[Deployment], ModelRouting, StrategyInputs], Ordering]] = {
     "priority": _priority,
     "weighted": _weighted,
     "latency": _latency,
     "cost": _cost,
     "budget": _budget,
+    "cost_per_success": _cost_per_success,
 }
 
 

@@ -1,5 +1,6 @@
 """decide(): every step in order, the explain record, still_allowed, and THE INVARIANT as a
-property over random configs: whatever the health or strategy, ``ordered`` only holds
+property over random configs: whatever the health or strategy (cost_per_success included, with
+random job outcomes and random draws), ``ordered`` only holds
 deployments that the final data class and the jurisdiction rules allow for the tenant."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import copy
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from random import Random
 from types import MappingProxyType
 from typing import Any
 
@@ -21,6 +23,7 @@ from policies.capabilities import ModelFacts
 from policies.decide import Decision, Policies, RequestFacts, decide, still_allowed
 from policies.health import BreakerState
 from policies.schema import ComplianceSection, RoutingSection, TenantPolicy
+from policies.cost_per_success import ArmStats
 from policies.strategies import LatencyStats
 from providers.base import Deployment
 
@@ -233,13 +236,16 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
                                                    "data_classes": classes, "jurisdiction_rules": jurisdiction})
     tenant = TenantPolicy(region=draw(st.none() | st.sampled_from(REGIONS)),
                           default_class=draw(st.none() | st.sampled_from(names)), may_lower_class=draw(st.booleans()))
-    strategy = draw(st.sampled_from(["priority", "weighted", "latency", "cost", "budget"]))
+    strategy = draw(st.sampled_from(["priority", "weighted", "latency", "cost", "budget", "cost_per_success"]))
     model_routing: dict[str, Any] = {"strategy": strategy}
     if strategy == "weighted":
         model_routing["weights"] = {i: draw(st.integers(0, 3)) for i in ids}
     if strategy == "budget":
         model_routing["tiers"] = [[i] for i in draw(st.permutations(ids))[:draw(st.integers(1, n))]]
         model_routing["low_budget_usd"] = Decimal(draw(st.sampled_from(["0", "0.01", "1"])))
+    if strategy == "cost_per_success":  # outcomes that favour any deployment, exploring or not
+        model_routing.update(min_success_rate=draw(st.sampled_from([0.0, 0.5, 0.99])),
+                             explore_share=draw(st.sampled_from([0.0, 0.1, 1.0])), min_samples=draw(st.integers(1, 5)))
     routing = RoutingSection.model_validate({"models": {"chat": model_routing},
                                              "breaker": {"failures": 2, "half_open_probes": 1}})
     phases = st.sampled_from([None, BreakerState(), BreakerState("open", 2, NOW + 5, 0, "timeout"),
@@ -249,6 +255,8 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     prices = {i: draw(st.none() | st.builds(P, st.sampled_from([Decimal(0), Decimal("0.000001"), Decimal("0.00001")]),
                                             st.sampled_from([Decimal(0), Decimal("0.00003")]))) for i in ids}
     latency = {i: LatencyStats(draw(st.floats(0.01, 5)), None, 1) for i in ids if draw(st.booleans())}
+    outcomes = {i: ArmStats(jobs, draw(st.floats(0, jobs)), draw(st.integers(0, 10**13)))
+                for i in ids if (jobs := draw(st.floats(0, 50))) and draw(st.booleans())}
     text = " and ".join(PII_TEXT[k] for k in draw(st.lists(st.sampled_from(sorted(PII_TEXT)), max_size=3)))
     return {
         "deps": tuple(deps), "policies": Policies(routing, compliance, {"t": tenant}),
@@ -256,6 +264,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
                               draw(st.none() | st.sampled_from(names + ["bogus"])), draw(st.integers(0, 2000)),
                               draw(st.none() | st.integers(0, 10**11))),
         "health": health, "prices": prices, "latency": latency, "rand": draw(st.floats(0, 0.999)),
+        "outcomes": outcomes, "seed": draw(st.integers(0, 2**32)),
     }
 
 
@@ -286,7 +295,8 @@ def oracle_allowed(d: Deployment, data_class: str, policies: Policies) -> bool:
 def test_ordered_is_always_compliant_or_the_decision_is_a_denial(s: dict[str, Any]) -> None:
     facts, policies, deps = s["facts"], s["policies"], s["deps"]
     before = copy.deepcopy(facts.body)
-    decision = decide(facts, deps, policies, s["health"], s["latency"], s["prices"], NOW, s["rand"])
+    decision = decide(facts, deps, policies, s["health"], s["latency"], s["prices"], NOW, s["rand"],
+                      outcomes=s["outcomes"], rng=Random(s["seed"]))
     compliance = policies.compliance
     assert facts.body == before
     assert [c.deployment_id for c in decision.considered] == [d.id for d in deps]

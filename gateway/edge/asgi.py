@@ -112,7 +112,8 @@ class TaskgateApp:
     async def start(self, services: Services | None = None) -> None:
         """Builds the services (or takes the given ones, in tests) and starts watching the config."""
         self._services = services or await open_services(self.snapshots, self.metrics)
-        self._router = Router(self._services.health, self.metrics, self._services.ledger.audit)
+        self._router = Router(self._services.health, self.metrics, self._services.ledger.audit,
+                              self._services.outcomes)
         self._keys = KeyBook(self._services.store, self.snapshots.config.auth_secret)
         self.watcher.start()
 

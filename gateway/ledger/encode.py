@@ -15,6 +15,7 @@ import orjson
 
 from gateway.accounting.pricing import format_usd
 from gateway.accounting.records import AttemptRecord
+from gateway.config.load import Config
 from gateway.config.schema import TasksSection
 from gateway.ledger.keys import TenantKeys, for_tenant
 
@@ -108,3 +109,17 @@ def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
         "stream_maxlen": settings.records_stream_maxlen,
         "key_id": rec.key_id, "actor": rec.actor, "agent": rec.agent, "person": rec.person, "who": who(rec),
     }
+
+
+def route_keys(keys: str, rec: AttemptRecord, tenant_keys: TenantKeys, config: Config) -> str:
+    """``keys`` (a JSON object) with the cost_per_success outcome hash of the record's public model
+    and its decay window, when that model routes by cost_per_success: the record then marks its
+    task for attribution when the task ends (gateway/ledger/scripts.py, docs/OUTCOME-ATTRIBUTION.md)."""
+    routing = config.policies.routing
+    if routing is None:
+        return keys
+    settings = routing.for_model(rec.model)
+    if settings.strategy != "cost_per_success":
+        return keys
+    route = orjson.dumps(tenant_keys.route(rec.model)).decode()
+    return f'{keys[:-1]},"route":{route},"route_win":{int(settings.cps("window"))}}}'

@@ -24,6 +24,9 @@ A key is ``tg:{<tenant>}:<kind>:<id>``:
     tg:{t}:intents                 hash: request id -> the record to write if that request is interrupted
     tg:{t}:deadlines               zset: request ids of intents by lease deadline (renewed while in flight)
     tg:{t}:settled:<request>       string: this request was settled as interrupted (dedup window)
+    tg:{t}:route:<public model>    hash: cost_per_success job outcomes, "<task type>|<deployment>|j|s|c"
+                                   (decayed jobs and successes x1000, cost in pico-dollars; written when
+                                   a task ends, see docs/OUTCOME-ATTRIBUTION.md)
     tg:tenants                     set: tenants the ledger has seen (for the sweeper; its own slot)
     tg:audit                       stream: policy denials, redactions, escalations (no prompt text)
     tg:health                      hash: circuit breaker state per deployment (gateway/upstream/health.py)
@@ -114,6 +117,9 @@ class TenantKeys:
 
     def settled(self, request_id: str) -> str:
         return f"{self.base}settled:{request_id}"
+
+    def route(self, model: str) -> str:
+        return f"{self.base}route:{model}"
 
     @property
     def seen_prefix(self) -> str:

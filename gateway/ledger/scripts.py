@@ -10,9 +10,34 @@ a key of that tenant, for routing).
 
 from __future__ import annotations
 
-# Ends a task: status, indexes, per-type aggregates for the day, retention.
-# k: {task, att, open, aggp} of the task's tenant.
-_END_TASK = r"""
+# cost_per_success: a task that a cost_per_success model served is one job of the deployment
+# that served its last successful attempt (else its last attempt), for its task type: the
+# task's whole cost and its outcome go to that arm of the model's route hash (the fields
+# "<type>|<dep>|j", "|s" (jobs, successes, x1000) and "|c" (pico-dollars)). Each new job first
+# decays the arm by 1/window, so about the last `window` jobs count (an exponential window,
+# in integers). At most 1000 arms a hash; the hash expires 30 days after its last job.
+# See docs/OUTCOME-ATTRIBUTION.md.
+_ROUTE_OUTCOME = r"""
+local function route_outcome(t, ttype, outcome)
+  local rk = redis.call('HGET', t, 'rt_key')
+  if not rk then return end
+  local dep = redis.call('HGET', t, 'rt_ok') or redis.call('HGET', t, 'rt_last')
+  local win = tonumber(redis.call('HGET', t, 'rt_win')) or 200
+  local p = ttype .. '|' .. dep .. '|'
+  local v = redis.call('HMGET', rk, p .. 'j', p .. 's', p .. 'c')
+  if not v[1] and redis.call('HLEN', rk) >= 3000 then return end
+  local j, s, c = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')
+  redis.call('HINCRBY', rk, p .. 'j', string.format('%d', 1000 - math.floor(j / win)))
+  redis.call('HINCRBY', rk, p .. 's', string.format('%d', (outcome == 'succeeded' and 1000 or 0) - math.floor(s / win)))
+  redis.call('HINCRBY', rk, p .. 'c', string.format('%d', -math.floor(c / win)))
+  redis.call('HINCRBY', rk, p .. 'c', redis.call('HGET', t, 'cost_pusd') or '0')
+  redis.call('EXPIRE', rk, 2592000)
+end
+"""
+
+# Ends a task: status, indexes, per-type aggregates for the day, retention, and its
+# cost_per_success outcome. k: {task, att, open, aggp} of the task's tenant.
+_END_TASK = _ROUTE_OUTCOME + r"""
 local function end_task(k, id, outcome, now, day, retention)
   local t = k.task
   local ttype = redis.call('HGET', t, 'task_type')
@@ -41,6 +66,7 @@ local function end_task(k, id, outcome, now, day, retention)
   end
   redis.call('EXPIRE', t, retention)
   redis.call('EXPIRE', k.att, retention)
+  route_outcome(t, ttype, outcome)
   -- the task's public models, for the metric by model: one name, or 'mixed'
   local model = 'none'
   local all = redis.call('HGETALL', t)
@@ -160,6 +186,11 @@ if status ~= 'open' then
   if r.attempt == 0 then redis.call('HINCRBY', agg, p .. 'requests', 1) end
   redis.call('HINCRBY', agg, p .. 'attempts', 1)
   return 1
+end
+if k.route then  -- cost_per_success: which deployment the job is attributed to when it ends
+  if redis.call('HGET', t, 'rt_key') ~= k.route then redis.call('HDEL', t, 'rt_ok') end  -- another model's
+  redis.call('HSET', t, 'rt_key', k.route, 'rt_win', k.route_win, 'rt_last', r.deployment)
+  if r.outcome == 'ok' then redis.call('HSET', t, 'rt_ok', r.deployment) end
 end
 if r.end_outcome ~= '' then
   local ended = end_task(k, r.task_id, r.end_outcome, now, r.day, r.retention)

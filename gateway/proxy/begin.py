@@ -74,7 +74,7 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
             remaining = budget - await ledger.task_spent(tenant.name, task.id)
         params = request.params if isinstance(request, ChatRequest) else frozenset()
         decision = router.decide(snapshot, tenant.name, model, group, request.body, headers.get("x-data-class"),
-                                 remaining, params, explain=explain)
+                                 remaining, params, explain=explain, task_type=task.type)
         if not explain:
             router.account(decision, task.id, tenant.name)
             if decision.denial is not None:

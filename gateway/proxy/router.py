@@ -23,6 +23,8 @@ from gateway.errors import (
 )
 from gateway.snapshot import Snapshot
 from gateway.upstream.health import HealthBook
+from gateway.upstream.outcomes import NONE as NO_OUTCOMES
+from gateway.upstream.outcomes import OutcomeBook
 from policies.compliance import tenant_facts
 from policies.decide import Decision, RequestFacts, decide
 from policies.verdicts import Denial
@@ -77,14 +79,18 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
 class Router:
     """Decides routes from a snapshot and the live health; counts and audits what it decided."""
 
-    def __init__(self, health: HealthBook, metrics: Metrics, audit: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, health: HealthBook, metrics: Metrics, audit: Callable[[dict[str, Any]], None],
+                 outcomes: OutcomeBook | None = None, rng: random.Random | None = None) -> None:
         self.health = health
         self.metrics = metrics
         self.audit = audit
+        self.outcomes = outcomes  # job outcomes, for cost_per_success
+        self.rng = rng or random.Random()  # cost_per_success's draws (a test passes a seeded one)
 
     def decide(self, snapshot: Snapshot, tenant: str, model: str, group: tuple[Deployment, ...],
                body: Mapping[str, Any], data_class: str | None, budget_remaining: int | None,
-               params: frozenset[str] = frozenset(), *, explain: bool = False) -> Decision:
+               params: frozenset[str] = frozenset(), *, explain: bool = False,
+               task_type: str = "default") -> Decision:
         """``explain`` always runs the full decision, so that it can show every deployment's verdict."""
         config = snapshot.config
         if not explain and data_class is None and self._trivial(snapshot, model, group, body, params):
@@ -93,12 +99,16 @@ class Router:
             # order (tests/test_router.py); it is skipped because it costs ~37 µs a request.
             return Decision(model, tenant_facts(tenant, config.policies.tenants), None, "priority", body,
                             group, (), None, ())
-        health = self.health
+        health, routing = self.health, config.policies.routing
+        outcomes = NO_OUTCOMES
+        if self.outcomes is not None and routing is not None \
+                and routing.for_model(model).strategy == "cost_per_success":
+            outcomes = self.outcomes.arms(tenant, model, task_type)
         decision = decide(
-            RequestFacts(tenant, model, body, data_class, prompt_tokens(body), budget_remaining, params),
+            RequestFacts(tenant, model, body, data_class, prompt_tokens(body), budget_remaining, params, task_type),
             group, config.policies, health.breakers, health.latency,
             {d.id: snapshot.prices.get(d.id) for d in group}, time.time(), random.random(),
-            {d.id: snapshot.facts[d.id] for d in group},
+            {d.id: snapshot.facts[d.id] for d in group}, outcomes, self.rng,
         )
         if decision.probes and not explain:  # panic: open those breakers to probes (a dry run changes nothing)
             for dep_id in decision.probes:
