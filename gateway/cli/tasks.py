@@ -213,7 +213,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if getattr(args, "by", "task_type") == "model":
+    if args.by == "model":
         return quotes.cmd_report_models(_client(args), args)
     if args.by == "actor":
         report = _client(args).request("GET", "/v1/reports/tasks", {"since": args.since, "until": args.until,
@@ -305,11 +305,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     report.add_argument("--since", type=_when_arg, metavar="SPEC", help="period start (default: until - 7d)")
     report.add_argument("--until", type=_when_arg, metavar="SPEC", help="period end (default: now)")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    report.add_argument("--by", choices=("task_type", "actor"), default="task_type",
-                        help="rows per task type (default), or per person's key and per agent (actor)")
+    report.add_argument("--by", choices=("task_type", "actor", "model"), default="task_type",
+                        help="rows per task type (default), per person's key and per agent (actor), "
+                             "or per task type x model path (model)")
     report.add_argument("--wide", action="store_true", help="every column, however wide (default: what fits)")
-    report.add_argument("--by", choices=("task_type", "model"), default="task_type",
-                        help="rows per task type (default), or per task type x model path")
     _common(report)
     report.set_defaults(func=_run(cmd_report))
 
