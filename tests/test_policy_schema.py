@@ -100,7 +100,7 @@ def test_sections_are_frozen() -> None:
 def test_check_references() -> None:
     doc = readme_sections()
     groups = {"gpt-4o": ["gpt-4o-azure-eu", "gpt-4o-openai"], "assistant": ["gpt-4o-azure-eu", "llama-local"],
-              "chat-fast": ["x"], "chat-cheap": ["y"]}
+              "chat-fast": ["x"], "chat-cheap": ["y"], "triage": ["llama-local", "gpt-4o-openai"]}
     problems = check_references(RoutingSection.model_validate(doc["routing"]),
                                 ComplianceSection.model_validate(doc["compliance"]),
                                 {**{k: TenantPolicy.model_validate(v) for k, v in doc["tenants"].items()},

@@ -83,7 +83,7 @@ def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
     """One attempt record as stored (the second line of the RECORD script's argument)."""
     u = rec.usage
     one_request = rec.one_request
-    return {
+    out: dict[str, Any] = {
         "tenant": rec.tenant, "task_id": rec.task_id, "task_type": rec.task_type,
         "request_id": rec.request_id, "attempt": rec.attempt, "ts": f"{rec.started_at + rec.duration_s:.6f}",
         "operation": rec.operation, "model": rec.model, "deployment": rec.deployment, "provider": rec.provider,
@@ -103,12 +103,20 @@ def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
         "end_outcome": rec.end_outcome or "",
         "reserved": "" if not rec.reserved_picousd else str(rec.reserved_picousd),
         "budget": "" if rec.budget_picousd is None else str(rec.budget_picousd),
-        "day": utc_day(time.time()),
-        "retention": (settings.one_request_retention_hours * 3600 if one_request
-                      else settings.retention_days * 86400),
-        "stream_maxlen": settings.records_stream_maxlen,
-        "key_id": rec.key_id, "actor": rec.actor, "agent": rec.agent, "person": rec.person, "who": who(rec),
     }
+    if rec.key_id is not None:  # who acted; a gateway without auth stores none of it (bytes per request)
+        out.update(key_id=rec.key_id, actor=rec.actor, who=who(rec))
+        if rec.agent is not None:
+            out.update(agent=rec.agent, person=rec.person)
+    return out
+
+
+def with_settings(keys: str, rec: AttemptRecord, settings: TasksSection) -> str:
+    """``keys`` (a JSON object) with what the RECORD script needs to know but the record as stored
+    does not (its day, retention and the export stream's length): the keys part is not stored."""
+    retention = settings.one_request_retention_hours * 3600 if rec.one_request else settings.retention_days * 86400
+    return (f'{keys[:-1]},"day":"{utc_day(time.time())}","retention":{retention},'
+            f'"stream_maxlen":{settings.records_stream_maxlen}}}')
 
 
 def route_keys(keys: str, rec: AttemptRecord, tenant_keys: TenantKeys, config: Config) -> str:

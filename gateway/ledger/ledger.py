@@ -31,7 +31,15 @@ from gateway.config.schema import BudgetsSection, TasksSection
 from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
 from gateway.ledger import scripts
 from gateway.ledger.deadletter import DeadLetters
-from gateway.ledger.encode import period_of, record_arg, record_keys, route_keys, task_keys, utc_day
+from gateway.ledger.encode import (
+    period_of,
+    record_arg,
+    record_keys,
+    route_keys,
+    task_keys,
+    utc_day,
+    with_settings,
+)
 from gateway.ledger.history import OpenedBudgets
 from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
 from gateway.ledger.limiter import Limiter
@@ -129,7 +137,8 @@ class Ledger(Reads):
     def _line(self, rec: AttemptRecord, keys: TenantKeys) -> tuple[str, str]:
         """The RECORD argument (keys, then the record) and the record alone."""
         line = orjson.dumps(record_arg(rec, self.settings)).decode()
-        return route_keys(record_keys(rec, self.dedup_ttl), rec, keys, self.config) + "\x1e" + line, line
+        head = with_settings(record_keys(rec, self.dedup_ttl), rec, self.settings)
+        return route_keys(head, rec, keys, self.config) + "\x1e" + line, line
 
     def record(self, rec: AttemptRecord) -> str:
         """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""

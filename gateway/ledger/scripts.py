@@ -106,6 +106,9 @@ if not sep then return {-1, 'no keys'} end
 local line = string.sub(arg, sep + 1)  -- the record as stored: without the keys it was written with
 local r = cjson.decode(line)
 r.k = cjson.decode(string.sub(arg, 1, sep - 1))
+for _, f in ipairs({'day', 'retention', 'stream_maxlen'}) do  -- in the keys part (older records: in the record)
+  if r[f] == nil then r[f] = r.k[f] end
+end
 local bad = valid(r)
 if bad then return {-1, 'invalid ' .. bad} end
 local k = r.k
