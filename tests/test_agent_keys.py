@@ -140,3 +140,17 @@ async def test_thousand_config_keys_and_a_huge_token() -> None:
     with pytest.raises(Unauthorized):
         await authenticate(huge, cfg, None)
     assert time.perf_counter() - started < 0.05
+
+
+def test_an_agents_requests_count_in_its_virtual_persons_rate_bucket(gw: Any) -> None:
+    """Policed as its person: a virtual person key with rpm 2 (a bucket two requests deep, as
+    limits.burst_s is 60) admits two requests in all, whether the person or its agent sends them."""
+    person = admin(gw, "POST", "/v1/keys", json={"tenant": "acme", "name": "bob", "rpm": 2}).json()
+    agent = admin(gw, "POST", "/v1/keys", json={"agent_of": person["id"], "name": "helper-bot"}).json()
+    assert agent["rpm"] == 2  # inherited, never wider
+    sdk(gw, person["key"]).chat.completions.create(model="chat", messages=PROMPT)
+    sdk(gw, agent["key"]).chat.completions.create(model="chat", messages=PROMPT)
+    for key in (agent["key"], person["key"]):
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk(gw, key).with_options(max_retries=0).chat.completions.create(model="chat", messages=PROMPT)
+        assert refused.value.response.headers["x-ratelimit-limit-requests"] == "2"

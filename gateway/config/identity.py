@@ -34,6 +34,9 @@ class Tenant:
     tpm: int | None = None
     budget_usd: Decimal | None = None
     person_budget_usd: Decimal | None = None  # an agent's person's key budget (its spend counts there too)
+    # an agent's person's key's own (rpm, tpm), when that key is a virtual key: the agent's requests
+    # count in the person's buckets too (keys from the config are looked up by the limiter)
+    person_limits: tuple[int | None, int | None] | None = None
 
     @property
     def actor(self) -> str:

@@ -87,7 +87,9 @@ def tenant_of(rec: KeyRecord, person: KeyRecord | None) -> Tenant:
                   person=person.id if person is not None else None,
                   agent=(rec.name or rec.id) if person is not None else None,
                   models=models, rpm=rpm, tpm=tpm, budget_usd=budget,
-                  person_budget_usd=person.budget if person is not None else None)
+                  person_budget_usd=person.budget if person is not None else None,
+                  person_limits=(person.rpm, person.tpm) if person is not None and
+                  (person.rpm is not None or person.tpm is not None) else None)
 
 
 def _least(a: _N | None, b: _N | None) -> _N | None:

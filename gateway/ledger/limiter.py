@@ -108,8 +108,8 @@ class Limiter:
             self._plans, self._plans_of = {}, config
         found = self._plans.get(tenant)
         if found is None:
-            person = None
-            if tenant.person is not None:
+            person = tenant.person_limits  # a virtual person key's own limits, from the key book
+            if tenant.person is not None and person is None:
                 if self._persons is None or self._persons[0] is not config:
                     self._persons = (config, L.person_limits(config.keys))
                 person = self._persons[1].get(tenant.person)
