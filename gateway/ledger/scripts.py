@@ -68,12 +68,16 @@ local function end_task(k, id, outcome, now, day, retention)
   redis.call('EXPIRE', k.att, retention)
   route_outcome(t, ttype, outcome)
   -- the task's public models, for the metric by model: one name, or 'mixed'
-  local model = 'none'
-  local all = redis.call('HGETALL', t)
-  for i = 1, #all, 2 do
-    local f = all[i]
-    if string.sub(f, 1, 2) == 'd:' and string.sub(f, -6) == ':model' then
-      if model == 'none' then model = all[i + 1] elseif model ~= all[i + 1] then model = 'mixed' end
+  -- (kept in 'pmodel' as the records arrive; a task written before that field existed is scanned)
+  local model = redis.call('HGET', t, 'pmodel')
+  if not model then
+    model = 'none'
+    local all = redis.call('HGETALL', t)
+    for i = 1, #all, 2 do
+      local f = all[i]
+      if string.sub(f, 1, 2) == 'd:' and string.sub(f, -6) == ':model' then
+        if model == 'none' then model = all[i + 1] elseif model ~= all[i + 1] then model = 'mixed' end
+      end
     end
   end
   return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0', model}
@@ -142,6 +146,9 @@ redis.call('HINCRBY', t, 'attempts', 1)
 local d = 'd:' .. r.deployment .. ':'
 if redis.call('HINCRBY', t, d .. 'attempts', 1) == 1 then
   redis.call('HSET', t, d .. 'model', r.model, d .. 'provider', r.provider)
+  local pm = redis.call('HGET', t, 'pmodel')  -- the task's public model, or 'mixed' (the metric by model)
+  if not pm then redis.call('HSET', t, 'pmodel', r.model)
+  elseif pm ~= r.model and pm ~= 'mixed' then redis.call('HSET', t, 'pmodel', 'mixed') end
 end
 for _, f in ipairs({'input_tokens', 'output_tokens', 'cached_input_tokens', 'reasoning_tokens'}) do
   if r[f] > 0 then

@@ -36,8 +36,10 @@ def too_large(req: UpstreamRequest, what: str, limit: int) -> UpstreamCallError:
 async def read_limited(content: aiohttp.StreamReader, declared: int | None, req: UpstreamRequest,
                        limit: int) -> bytes:
     """A whole body, read up to ``limit`` bytes: never more is buffered."""
-    if declared is not None and declared > limit:
-        raise too_large(req, f"a body of {declared} bytes", limit)
+    if declared is not None:
+        if declared > limit:
+            raise too_large(req, f"a body of {declared} bytes", limit)
+        return await content.read()  # a declared length within the limit: aiohttp reads just that much
     chunks: list[bytes] = []
     size = 0
     async for data in content.iter_any():
