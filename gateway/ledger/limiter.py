@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from gateway.config.identity import Tenant
 from gateway.config.load import Config
 from gateway.errors import RateLimited, ServiceUnavailable
 from gateway.ledger import limits as L
+from gateway.ledger.leases import Lease, Leases, leasable
 from gateway.ledger.writer import UNREACHABLE
 from gateway.store.client import Store
 
@@ -89,6 +91,8 @@ class Grant:
     token_keys: tuple[str, ...] = ()  # the TPM buckets charged
     token_limits: tuple[L.Limit, ...] = ()
     reserved: int = 0  # tokens charged at admission (the worst case)
+    lease: Lease | None = None  # the local lease it was admitted against or took (gateway/ledger/leases.py)
+    token_index: tuple[int, ...] = ()  # where the TPM buckets are among the lease's buckets
 
 
 class Limiter:
@@ -97,6 +101,7 @@ class Limiter:
         self.healthy = healthy  # the ledger's view of the store: when down, no call is tried
         self.check_script = redis.register_script(CHECK)
         self.settle_script = redis.register_script(SETTLE)
+        self.leases = Leases()
         self._persons: tuple[Config, dict[str, tuple[int | None, int | None]]] | None = None
         self._plans: dict[Tenant, tuple[L.Limit, ...]] = {}  # for the config's limits section below
         self._plans_of: object = None
@@ -118,19 +123,71 @@ class Limiter:
 
     async def admit(self, tenant: Tenant, config: Config, worst_tokens: Callable[[], int]) -> Grant | None:
         """Charges the request against every bucket it is under, or raises 429 with the headers.
-        None: no limit applies (no store call was made), or the store is down and we fail open."""
+        None: no limit applies (no store call was made), or the store is down and we fail open.
+        Under a large limit most requests are admitted against a local lease, with no store call."""
         limits = self.limits(tenant, config)
         if not limits:
             return None
         tokens = worst_tokens() if any(lim.dimension == L.TOKENS for lim in limits) else 0
         incs = [lim.increment(L.units(lim, tokens)) for lim in limits]
+        if not leasable(incs):
+            return await self._admit(limits, tokens, incs, None, config)
+        keys = tuple(lim.key for lim in limits)
+        lease = self.leases.take(keys, incs)
+        while lease is None and keys in self.leases.pending:  # another request is taking a lease: wait
+            await asyncio.shield(self.leases.pending[keys])
+            lease = self.leases.take(keys, incs)
+        if lease is not None:
+            return self._grant(limits, tokens, lease.headers, lease)
+        done = self.leases.pending[keys] = asyncio.get_running_loop().create_future()
+        try:
+            give_back = self.leases.leftover(keys)
+            grant = await self._admit(limits, tokens, incs, self.leases.next_size(keys, incs), config)
+            if any(give_back):  # the old lease's unused part goes back to the shared buckets
+                self._background(keys, [-left for left in give_back])
+            return grant
+        finally:
+            if self.leases.pending.get(keys) is done:
+                del self.leases.pending[keys]
+            done.set_result(None)
+
+    async def _admit(self, limits: tuple[L.Limit, ...], tokens: int, incs: list[int], extras: list[int] | None,
+                     config: Config) -> Grant | None:
+        """One CHECK call for this request, plus a lease of ``extras`` when there is room for it."""
+        lease_incs = [inc + extra for inc, extra in zip(incs, extras)] if extras else incs
+        reply = await self._check(limits, lease_incs, config)
+        if reply is None:
+            return None
+        admitted, wait, now, tats, levels = _parse(reply, len(limits))
+        if not admitted and extras:  # no room for a lease: would this request alone pass? (pure GCRA)
+            extras = None
+            verdicts = [L.gcra(tat, now, inc, lim.depth_us) for lim, tat, inc in zip(limits, tats, incs)]
+            if all(v[0] for v in verdicts):  # yes: charge it alone (a second call, near the limit only)
+                reply = await self._check(limits, incs, config)
+                if reply is None:
+                    return None
+                admitted, wait, now, tats, levels = _parse(reply, len(limits))
+            else:
+                wait = max(v[2] for v in verdicts)
+        if not admitted:
+            err = RateLimited(L.refusal(limits, tats, now, incs, tokens), retry_after=L.retry_after_s(wait))
+            err.headers = L.headers(limits, levels)
+            raise err
+        if not extras:
+            return self._grant(limits, tokens, L.headers(limits, levels), None)
+        headers = L.headers(limits, [max(0, lvl - extra) for lvl, extra in zip(levels, extras)])
+        lease = self.leases.grant(tuple(lim.key for lim in limits), extras, headers)
+        return self._grant(limits, tokens, headers, lease)
+
+    async def _check(self, limits: tuple[L.Limit, ...], increments: list[int], config: Config) -> Any:
+        """The CHECK script's reply, or None when the store is unreachable and we fail open."""
         args: list[Any] = [""]
-        for lim, inc in zip(limits, incs):
+        for lim, inc in zip(limits, increments):
             args += [inc, lim.depth_us]
         try:
             if not self.healthy():
                 raise ConnectionError("the store is unreachable")
-            reply = await self.check_script(keys=[lim.key for lim in limits], args=args)
+            return await self.check_script(keys=[lim.key for lim in limits], args=args)
         except UNREACHABLE as exc:
             if config.store.on_unavailable == "fail_closed":
                 raise ServiceUnavailable("the store is unreachable, so rate limits cannot be checked, and the "
@@ -138,23 +195,25 @@ class Limiter:
                                          code="store_unavailable", retry_after=1) from exc
             log.warning("rate limits not checked: the store is unreachable (%s); failing open", exc)
             return None
-        n = len(limits)
-        admitted, wait, now = int(reply[0]), int(reply[1]), int(reply[2])
-        tats, levels = [int(x) for x in reply[3:3 + n]], [int(x) for x in reply[3 + n:3 + 2 * n]]
-        headers = L.headers(limits, levels)
-        if not admitted:
-            err = RateLimited(L.refusal(limits, tats, now, incs, tokens), retry_after=L.retry_after_s(wait))
-            err.headers = headers
-            raise err
-        tpm = [lim for lim in limits if lim.dimension == L.TOKENS]
-        return Grant(headers, tuple(lim.key for lim in tpm), tuple(tpm), tokens)
+
+    @staticmethod
+    def _grant(limits: tuple[L.Limit, ...], tokens: int, headers: tuple[tuple[bytes, bytes], ...],
+               lease: Lease | None) -> Grant:
+        index = tuple(i for i, lim in enumerate(limits) if lim.dimension == L.TOKENS)
+        tpm = tuple(limits[i] for i in index)
+        return Grant(headers, tuple(lim.key for lim in tpm), tpm, tokens, lease, index)
 
     def settle(self, grant: Grant | None, used_tokens: int) -> None:
         """In the background: the TPM buckets are charged what the request used, not its worst case."""
         if grant is None or not grant.token_keys or used_tokens == grant.reserved:
             return
         deltas = [lim.increment(used_tokens) - lim.increment(grant.reserved) for lim in grant.token_limits]
-        task = asyncio.get_running_loop().create_task(self._settle(grant.token_keys, deltas))
+        if grant.lease is not None and grant.lease.credit(list(zip(grant.token_index, deltas)), time.monotonic()):
+            return  # settled against the lease it was charged to: no store call
+        self._background(grant.token_keys, deltas)
+
+    def _background(self, keys: tuple[str, ...], deltas: list[int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(keys, deltas))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -170,3 +229,9 @@ class Limiter:
         """Waits for settlements in flight (tests; shutdown)."""
         if self._settling:
             await asyncio.wait(list(self._settling), timeout=2)
+
+
+def _parse(raw: Any, n: int) -> tuple[bool, int, int, list[int], list[int]]:
+    """CHECK's reply: admitted, wait µs, now, each bucket's tat before and level after."""
+    return (bool(int(raw[0])), int(raw[1]), int(raw[2]), [int(x) for x in raw[3:3 + n]],
+            [int(x) for x in raw[3 + n:3 + 2 * n]])
