@@ -144,6 +144,23 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
         gw.stop()
 
 
+@pytest.fixture(scope="module")
+def module_gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Like ``gateway_factory``, but the gateways live for the whole module: one real process shared by
+    tests that do not need a fresh store (they keep apart by their own tenants, task ids and key names)."""
+    started: list[GatewayProcess] = []
+
+    def make(config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None,
+             start: bool = True) -> GatewayProcess:
+        gw = GatewayProcess(config, tmp_path_factory.mktemp("gw"), workers=workers, env=env)
+        started.append(gw)
+        return gw.start() if start else gw
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
 # --- fake upstreams ------------------------------------------------------------
 
 EMBED_AZURE = "text-embedding-3-small"

@@ -25,9 +25,15 @@ def cli(gw: Any, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
+@pytest.fixture(scope="module")
+def shared_gw(fakes: Fakes, redis_server: Any, module_gateway_factory: Any) -> Any:
+    """One gateway for the module: the tests keep apart by their own tenants, task ids and keys."""
+    return module_gateway_factory(config(fakes, redis_server.url))
+
+
 @pytest.fixture
-def gw(clean_fakes: Fakes, redis_server: Any, gateway_factory: Any) -> Any:
-    return gateway_factory(config(clean_fakes, redis_server.url))
+def gw(clean_fakes: Fakes, shared_gw: Any) -> Any:
+    return shared_gw
 
 
 def test_agent_scope_attribution_report_metrics_and_cascade(gw: Any) -> None:

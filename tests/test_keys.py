@@ -38,9 +38,15 @@ def sdk(gw: Any, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=20)
 
 
+@pytest.fixture(scope="module")
+def shared_gw(fakes: Fakes, redis_server: Any, module_gateway_factory: Any) -> Any:
+    """One gateway for the module: the tests keep apart by their own tenants and keys."""
+    return module_gateway_factory(config(fakes, redis_server.url))
+
+
 @pytest.fixture
-def gw(clean_fakes: Fakes, redis_server: Any, gateway_factory: Any) -> Any:
-    return gateway_factory(config(clean_fakes, redis_server.url))
+def gw(clean_fakes: Fakes, shared_gw: Any) -> Any:
+    return shared_gw
 
 
 def store_of(gw: Any) -> redis.Redis:
@@ -51,7 +57,7 @@ def store_of(gw: Any) -> redis.Redis:
 
 
 def test_create_use_list_revoke_and_hash_only_storage(gw: Any) -> None:
-    made = admin(gw, "POST", "/v1/keys", json={"tenant": "acme", "name": "alice", "models": ["chat"]})
+    made = admin(gw, "POST", "/v1/keys", json={"tenant": "acme-listed", "name": "alice", "models": ["chat"]})
     assert made.status_code == 200, made.text
     key, key_id = made.json()["key"], made.json()["id"]
     assert key.startswith("tg-") and key_id.startswith("key_")
@@ -78,7 +84,7 @@ def test_create_use_list_revoke_and_hash_only_storage(gw: Any) -> None:
     assert key_id.encode() in blob  # the scan did see the key's records
     assert key.encode() not in blob and key[3:].encode() not in blob
     assert ADMIN.encode() not in blob and TENANT_KEY.encode() not in blob
-    listed = admin(gw, "GET", "/v1/keys", params={"tenant": "acme"}).json()["data"]
+    listed = admin(gw, "GET", "/v1/keys", params={"tenant": "acme-listed"}).json()["data"]
     assert [k["id"] for k in listed] == [key_id] and "key" not in listed[0] and "digest" not in listed[0]
     assert listed[0]["models"] == ["chat"] and listed[0]["actor"] == "human"
     revoked = admin(gw, "POST", f"/v1/keys/{key_id}/revoke")
