@@ -55,7 +55,7 @@ def test_hostile_task_ids_cost_the_hostile_tenant_and_lose_nobody_else_a_record(
 def test_sigkill_of_one_replica_loses_no_billed_request(clean_fakes: Fakes, redis_server: Any,
                                                          gateway_factory: Any) -> None:
     fakes = clean_fakes
-    fakes.openai.delay = 1.5  # requests stay in flight long enough to be killed
+    fakes.openai.delay = 3.0  # requests stay in flight long enough to be killed
     cfg = base_config(redis_server.url, [model_entry("chat", fakes.params("openai"), id="oa")],
                       tasks={"intent_lease_s": 5, "sweep_interval_s": 1})
     gws = [gateway_factory(cfg) for _ in range(3)]
@@ -73,7 +73,9 @@ def test_sigkill_of_one_replica_loses_no_billed_request(clean_fakes: Fakes, redi
 
     with ThreadPoolExecutor(45) as pool:
         futures = [pool.submit(one, i) for i in range(45)]
-        time.sleep(0.8)  # every request is now waiting at the provider
+        # the kill comes once every request is waiting at the provider (a condition, not a guess:
+        # on a loaded machine 45 requests take a while to reach it), and before any is answered
+        wait_for(lambda: len(fakes.openai.requests) >= 45, timeout=2.5, what="all 45 requests at the provider")
         gws[0].proc.send_signal(signal.SIGKILL)
         gws[0].proc.wait(10)
         for f in futures:
