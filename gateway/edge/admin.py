@@ -21,7 +21,8 @@ from gateway.accounting.pricing import format_usd
 from gateway.config.identity import Tenant
 from gateway.edge.http import parse_json_object
 from gateway.edge.limits import read_raw
-from gateway.errors import BadRequest, PolicyDenied
+from gateway.edge.auth import require_admin
+from gateway.errors import BadRequest
 from gateway.keys import KeyBook, KeyRecord
 from gateway.config.load import TENANT_NAME
 from gateway.keys.records import parse_request
@@ -33,11 +34,7 @@ MAX_BODY = 64 * 1024
 def mount_admin(api: FastAPI, keys: KeyBook, ledger: Ledger,
                 tenant_of: Callable[[Request], Awaitable[Tenant]]) -> None:
     async def admin(request: Request) -> Tenant:
-        caller = await tenant_of(request)
-        if not caller.admin:
-            raise PolicyDenied(f"managing keys needs an admin key; the key of tenant '{caller.name}' is not one",
-                               code="admin_required")
-        return caller
+        return require_admin(await tenant_of(request), "managing keys")
 
     async def shown(rec: KeyRecord) -> dict[str, Any]:
         out = rec.public()

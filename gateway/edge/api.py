@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.accounting.metrics import Metrics
 from gateway.config.identity import Tenant
 from gateway.config.load import TENANT_NAME
-from gateway.edge.limits import read_json
+from gateway.edge.limits import read_json, time_query
 from gateway.edge.quotes import models_report, mount_quotes
 from gateway.errors import (
     BadRequest,
@@ -34,12 +34,6 @@ from gateway.keys import KeyBook
 from gateway.snapshot import CurrentSnapshot
 
 STARTED = int(time.time())
-# since/until/before: a Unix time in seconds, finite and before the year 5000 (else a 400, never a 500)
-MAX_TIME_S = 95_617_584_000.0
-
-
-def _time_query() -> Any:
-    return Query(default=None, ge=0, le=MAX_TIME_S, allow_inf_nan=False)
 
 
 def _error_response(err: GatewayError) -> Response:
@@ -138,9 +132,9 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics, auth
 
     @api.get("/v1/tasks")
     async def list_tasks(request: Request, tenant: str | None = None, task_type: str | None = None,
-                         status: str | None = None, since: float | None = _time_query(),
-                         until: float | None = _time_query(), limit: int = Query(default=20, ge=1, le=200),
-                         before: float | None = _time_query()) -> dict[str, Any]:
+                         status: str | None = None, since: float | None = time_query(),
+                         until: float | None = time_query(), limit: int = Query(default=20, ge=1, le=200),
+                         before: float | None = time_query()) -> dict[str, Any]:
         who = await scope_tenant(request, tenant)
         if status not in (None, "open", "succeeded", "failed", "abandoned"):
             raise BadRequest("status must be open, succeeded, failed or abandoned", param="status",
@@ -149,8 +143,8 @@ def build_api(snapshots: CurrentSnapshot, ledger: Ledger, metrics: Metrics, auth
                                     limit=limit, before=before)
 
     @api.get("/v1/reports/tasks")
-    async def report(request: Request, tenant: str | None = None, since: float | None = _time_query(),
-                     until: float | None = _time_query(), by: str | None = None, window: str | None = None,
+    async def report(request: Request, tenant: str | None = None, since: float | None = time_query(),
+                     until: float | None = time_query(), by: str | None = None, window: str | None = None,
                      task_type: str | None = None) -> dict[str, Any]:
         who = await scope_tenant(request, tenant)
         if by not in (None, "task_type", "actor", "model"):

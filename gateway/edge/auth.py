@@ -12,7 +12,7 @@ from typing import Mapping
 
 from gateway.config.identity import MAX_KEY_BYTES, Tenant
 from gateway.config.load import Config
-from gateway.errors import Unauthorized
+from gateway.errors import PolicyDenied, Unauthorized
 from gateway.keys import KeyBook
 
 ANONYMOUS = Tenant("default", admin=True)  # when no auth is configured
@@ -42,3 +42,11 @@ async def authenticate(headers: Mapping[str, str], config: Config, book: KeyBook
     if tenant is None:
         raise Unauthorized("invalid API key")
     return tenant
+
+
+def require_admin(caller: Tenant, what: str) -> Tenant:
+    """``caller``, if its key is an admin key; else 403 ``admin_required`` naming ``what`` needs one."""
+    if not caller.admin:
+        raise PolicyDenied(f"{what} needs an admin key; the key of tenant '{caller.name}' is not one",
+                           code="admin_required")
+    return caller

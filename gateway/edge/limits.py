@@ -6,6 +6,8 @@
 - :class:`Concurrency`: requests in flight in this process against
   ``server.max_concurrent_requests``; beyond it, 503 with ``retry-after`` at once (a counter,
   not a queue). Health endpoints are exempt.
+- :func:`time_query`: ``since``/``until``/``before`` query parameters: a Unix time in seconds,
+  finite and before the year 5000 (else a 400 in OpenAI's shape, never a 500).
 - :func:`read_json`: a JSON body for the FastAPI endpoints, read up to ``server.max_body_bytes``
   and parsed by orjson (which refuses nesting deeper than 1024 and invalid UTF-8) rather than
   the json module (RecursionError).
@@ -16,12 +18,17 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import orjson
-
+from fastapi import Query
 from starlette.requests import Request
 
 from gateway.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, ServiceUnavailable
 
 BUSY_RETRY_AFTER_S = 1
+MAX_TIME_S = 95_617_584_000.0  # the year 5000
+
+
+def time_query() -> Any:
+    return Query(default=None, ge=0, le=MAX_TIME_S, allow_inf_nan=False)
 
 
 def check_header_bytes(headers: Iterable[tuple[bytes, bytes]], limit: int) -> None:

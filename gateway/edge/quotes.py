@@ -17,13 +17,13 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, Awaitable, Callable
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gateway.accounting.pricing import PICO
 from gateway.accounting.quotes import QuoteSettings, by_model_path, quote
 from gateway.config.load import Config
-from gateway.edge.limits import json_body, read_raw
+from gateway.edge.limits import json_body, read_raw, time_query
 from gateway.errors import BadRequest
 from gateway.ledger.history import ended_tasks, open_task
 from gateway.ledger.ledger import Ledger
@@ -43,11 +43,6 @@ OPEN_TASK_BODY = {"required": False, "content": {"application/json": {"schema": 
                       "description": "the task type, whose quote is returned"},
         "max_cost_usd": {"anyOf": [{"type": "string"}, {"type": "number"}],
                          "description": "the task's budget in USD, a decimal string or a number, 0 < x <= 1e9"}}}}}}
-MAX_TIME_S = 95_617_584_000.0  # as gateway/edge/api.py: since/until are finite and before the year 5000
-
-
-def _time_query() -> Any:
-    return Query(default=None, ge=0, le=MAX_TIME_S, allow_inf_nan=False)
 
 
 def period(config: Config, window: str | None, since: float | None, until: float | None,
@@ -141,8 +136,8 @@ def mount_quotes(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
                  scope_tenant: Callable[[Request, str | None], Awaitable[str]]) -> None:
     @api.get("/v1/quotes")
     async def get_quote(request: Request, task_type: str | None = None, tenant: str | None = None,
-                        window: str | None = None, since: float | None = _time_query(),
-                        until: float | None = _time_query(), margin: str | None = None) -> dict[str, Any]:
+                        window: str | None = None, since: float | None = time_query(),
+                        until: float | None = time_query(), margin: str | None = None) -> dict[str, Any]:
         who = await scope_tenant(request, tenant)
         if not task_type or not TASK_TYPE.fullmatch(task_type):
             raise BadRequest("'task_type' is required: 1 to 64 characters of A-Za-z0-9._:-", param="task_type",
@@ -171,7 +166,7 @@ def mount_quotes(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
 
     @api.get("/v1/reports/models")
     async def report_models(request: Request, tenant: str | None = None, window: str | None = None,
-                            since: float | None = _time_query(), until: float | None = _time_query(),
+                            since: float | None = time_query(), until: float | None = time_query(),
                             task_type: str | None = None) -> dict[str, Any]:
         who = await scope_tenant(request, tenant)
         return await models_report(snapshots.config, ledger, who, window, since, until, task_type)

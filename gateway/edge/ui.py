@@ -29,7 +29,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from gateway.config.identity import Tenant
-from gateway.errors import NotFound, PolicyDenied
+from gateway.edge.auth import require_admin
+from gateway.errors import NotFound
 from gateway.ledger.ledger import Ledger
 from gateway.snapshot import CurrentSnapshot
 
@@ -55,11 +56,7 @@ def mount_ui(api: FastAPI, snapshots: CurrentSnapshot, ledger: Ledger,
     assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
 
     async def admin(request: Request) -> Tenant:
-        tenant = await tenant_of(request)
-        if not tenant.admin:
-            raise PolicyDenied(f"the cost page needs an admin key; the key of tenant '{tenant.name}' is not one",
-                               code="admin_required")
-        return tenant
+        return require_admin(await tenant_of(request), "the cost page")
 
     @api.get("/ui", include_in_schema=False)
     async def ui_page(request: Request) -> Response:

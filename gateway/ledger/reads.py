@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -78,24 +79,22 @@ class Reads:
         return {"object": "list", "data": out, "has_more": cursor is not None, "next_before": cursor}
 
     async def report(self, tenant: str, since: float, until: float) -> dict[str, Any]:
-        await self.flush()
-        keys = for_tenant(tenant)
-        pipe = self.redis.pipeline(transaction=False)
-        for d in _days(since, until):
-            pipe.hgetall(keys.agg(d))
-        aggs = [{k.decode(): v.decode() for k, v in h.items()} for h in await pipe.execute()]
+        aggs = await self._daily(for_tenant(tenant).agg, since, until)
         prices = {name: t.price_usd for name, t in self.settings.types.items()}
         return {"object": "report", "tenant": tenant, "since": since, "until": until,
                 "task_types": report_rows(aggs, prices)}
 
-    async def report_by_actor(self, tenant: str, since: float, until: float) -> dict[str, Any]:
-        """Tasks that ended in the period per person key and per agent (``report --by actor``)."""
+    async def _daily(self, key_of_day: Callable[[str], str], since: float, until: float) -> builtins.list[dict[str, str]]:
+        """The daily aggregate hashes of the period (after a flush: what was recorded is counted)."""
         await self.flush()
-        keys = for_tenant(tenant)
         pipe = self.redis.pipeline(transaction=False)
         for d in _days(since, until):
-            pipe.hgetall(keys.agg_who(d))
-        aggs = [{k.decode(): v.decode() for k, v in h.items()} for h in await pipe.execute()]
+            pipe.hgetall(key_of_day(d))
+        return [{k.decode(): v.decode() for k, v in h.items()} for h in await pipe.execute()]
+
+    async def report_by_actor(self, tenant: str, since: float, until: float) -> dict[str, Any]:
+        """Tasks that ended in the period per person key and per agent (``report --by actor``)."""
+        aggs = await self._daily(for_tenant(tenant).agg_who, since, until)
         return {"object": "report", "tenant": tenant, "since": since, "until": until, "by": "actor",
                 "actors": actor_rows(aggs)}
 
