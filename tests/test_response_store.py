@@ -141,3 +141,13 @@ async def test_concurrent_responses_chain_at_once(redis_server: RedisServer, str
             assert messages == [{"role": "user", "content": question},
                                 {"role": "assistant", "content": answered[question]},
                                 {"role": "user", "content": "and then?"}]
+
+
+async def test_a_batch_left_by_another_event_loop_is_not_joined(store: Any) -> None:
+    other = asyncio.new_event_loop()
+    try:
+        conversations.saver(store).batch = conversations._Batch([], other)  # its loop never ran it
+        await asyncio.wait_for(conversations.save(store, "acme", stored(7), 60), 5)
+    finally:
+        other.close()
+    assert await conversations.load(store, "acme", "resp_7") is not None

@@ -46,10 +46,11 @@ Command = tuple[str, Union[bytes, str], int]  # SET key value EX seconds
 class _Batch:
     """The saves of one turn of the event loop, written in one round trip by the first of them."""
 
-    __slots__ = ("commands", "waiters")
+    __slots__ = ("commands", "waiters", "loop")
 
-    def __init__(self, commands: list[Command]) -> None:
+    def __init__(self, commands: list[Command], loop: asyncio.AbstractEventLoop) -> None:
         self.commands = commands
+        self.loop = loop
         self.waiters: list[asyncio.Future[None]] = []  # the other saves': set once Redis has the batch
 
 
@@ -65,14 +66,15 @@ class Saver:
         self.rescues: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
     async def save(self, commands: list[Command]) -> None:
+        loop = asyncio.get_running_loop()
         batch = self.batch
-        if batch is not None:  # another save of this turn writes: join its round trip
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if batch is not None and batch.loop is loop:  # another save of this turn writes: join its round trip
+            waiter: asyncio.Future[None] = loop.create_future()
             batch.commands.extend(commands)
             batch.waiters.append(waiter)
             await waiter
             return
-        batch = self.batch = _Batch(list(commands))
+        batch = self.batch = _Batch(list(commands), loop)  # (a batch of a loop gone is forgotten)
         try:
             await asyncio.sleep(0)  # the saves of this turn join
             self.batch = None
@@ -86,7 +88,7 @@ class Saver:
         except BaseException:  # this request was cancelled: the others' saves still go out
             self._close(batch)
             if batch.waiters:
-                task = asyncio.get_running_loop().create_task(self._rescue(batch))
+                task = loop.create_task(self._rescue(batch))
                 self.rescues.add(task)
                 task.add_done_callback(self.rescues.discard)
             raise
