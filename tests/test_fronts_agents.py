@@ -85,3 +85,41 @@ def test_messages_events_with_thinking_text_and_tool_use() -> None:
     assert delta["usage"]["input_tokens"] == 6 and delta["usage"]["cache_read_input_tokens"] == 4
     error = frames(MessagesFront().stream_encoder({}, "m").error(UpstreamError("boom")))[-1]
     assert error == ("error", {"type": "error", "error": {"type": "api_error", "message": "boom"}})
+
+
+TRICKY = [TextDelta('say "hi"\n\\ é \U0001F600 </script>'), TextDelta(""), ReasoningDelta("r"), TextDelta("again"),
+          TextDelta("x" * 300), Finish("stop")]
+
+
+def test_stream_events_are_exactly_what_orjson_writes_for_their_payloads() -> None:
+    """The encoders write some events from pre-encoded pieces (text deltas, the first response):
+    every event must still be byte for byte ``orjson.dumps`` of its payload, keys in the order
+    the encoders have always written them."""
+    front = ResponsesFront()
+    front.parse({"model": "m", "input": "hi", "stream": True, "instructions": "é", "metadata": {"k": "v\n"}})
+    responses = front.stream_encoder({}, "m")
+    messages = MessagesFront().stream_encoder({}, "m")
+    for encoder, events in ((responses, EVENTS + TRICKY), (messages, EVENTS + TRICKY)):
+        data = b"".join(encoder.encode([ev]) for ev in events) + encoder.finish(USAGE)
+        raw = [frame for frame in data.split(b"\n\n") if frame]
+        for frame, (event, payload) in zip(raw, frames(data)):
+            assert frame == b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload)
+    got = frames(b"".join(responses.encode([ev]) for ev in TRICKY))
+    fresh = ResponsesFront().stream_encoder({}, "m")
+    text_deltas = [p for e, p in frames(b"".join(fresh.encode([ev]) for ev in TRICKY))
+                   if e == "response.output_text.delta"]
+    assert [list(p) for p in text_deltas] == [["item_id", "output_index", "content_index", "delta", "logprobs", "type",
+                                               "sequence_number"]] * 4
+    assert [p["delta"] for p in text_deltas] == [TRICKY[0].text, "", "again", "x" * 300]
+    assert [p["output_index"] for p in text_deltas] == [0, 0, 2, 2]  # the reasoning item closed the first message
+    assert got[0][1]["sequence_number"] == responses.seq - len(got)
+    created, in_progress = frames(ResponsesFront().stream_encoder({}, "m").encode([]))
+    assert [list(p) for _, p in (created, in_progress)] == [["response", "type", "sequence_number"]] * 2
+    assert (created[1]["sequence_number"], in_progress[1]["sequence_number"]) == (0, 1)
+    fresh_messages = MessagesFront().stream_encoder({}, "m")
+    msg_deltas = [p for e, p in frames(b"".join(fresh_messages.encode([ev]) for ev in TRICKY))
+                  if e == "content_block_delta" and p["delta"]["type"] == "text_delta"]
+    assert [list(p) for p in msg_deltas] == [["index", "delta", "type"]] * 4
+    assert [p["delta"] for p in msg_deltas] == [{"type": "text_delta", "text": t} for t in
+                                                (TRICKY[0].text, "", "again", "x" * 300)]
+    assert [p["index"] for p in msg_deltas] == [0, 0, 2, 2]

@@ -68,6 +68,11 @@ class MessagesStreamEncoder:
     def _delta(self, delta: dict[str, Any]) -> bytes:
         return sse("content_block_delta", {"index": self.blocks - 1, "delta": delta})
 
+    def _text_delta(self, text: str) -> bytes:
+        """``_delta({"type": "text_delta", "text": text})``, written without building it."""
+        return b'event: content_block_delta\ndata: {"index":%d,"delta":{"type":"text_delta","text":%s},' \
+            b'"type":"content_block_delta"}\n\n' % (self.blocks - 1, orjson.dumps(text))
+
     def encode(self, events: list[StreamEvent]) -> bytes:
         if events and isinstance(events[0], bytes):  # RawChunks: the upstream's own Messages events
             self.raw = self.started = True
@@ -76,7 +81,7 @@ class MessagesStreamEncoder:
         for ev in events:
             if isinstance(ev, TextDelta):
                 out.append(self._block("text", {"type": "text", "text": ""}))
-                out.append(self._delta({"type": "text_delta", "text": ev.text}))
+                out.append(self._text_delta(ev.text))
             elif isinstance(ev, ReasoningDelta):
                 out.append(self._block("thinking", {"type": "thinking", "thinking": "", "signature": ""}))
                 out.append(self._delta({"type": "thinking_delta", "thinking": ev.text}))

@@ -46,12 +46,16 @@ class ResponseMaker(Protocol):
 
 
 class _Item:
-    __slots__ = ("item", "index", "parts")
+    __slots__ = ("item", "index", "parts", "delta_head")
 
     def __init__(self, item: dict[str, Any], index: int) -> None:
         self.item = item
         self.index = index
         self.parts: list[str] = []
+        self.delta_head = b""  # a text delta event's bytes up to the delta (see _text)
+
+
+_TEXT_DELTA_TAIL = b',"logprobs":[],"type":"response.output_text.delta","sequence_number":'
 
 
 class ResponsesStreamEncoder:
@@ -73,12 +77,19 @@ class ResponsesStreamEncoder:
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(fields) + b"\n\n"
 
+    def _response_ev(self, kind: str, response: bytes) -> bytes:
+        """``_ev(kind, response=...)`` with the response object already encoded."""
+        seq = self.seq
+        self.seq += 1
+        return b"event: %s\ndata: {\"response\":%s,\"type\":\"%s\",\"sequence_number\":%d}\n\n" % (
+            kind.encode(), response, kind.encode(), seq)
+
     def _start(self) -> bytes:
         if self.started:
             return b""
         self.started = True
-        response = self.front.response_object(self.model, "in_progress", [], None)
-        return self._ev("response.created", response=response) + self._ev("response.in_progress", response=response)
+        response = orjson.dumps(self.front.response_object(self.model, "in_progress", [], None))  # once, for both
+        return self._response_ev("response.created", response) + self._response_ev("response.in_progress", response)
 
     def _add(self, item: dict[str, Any]) -> tuple[_Item, bytes]:
         entry = _Item(item, len(self.items))
@@ -111,9 +122,14 @@ class ResponsesStreamEncoder:
             self.open = entry
             out += added + self._ev("response.content_part.added", item_id=item["id"], output_index=entry.index,
                                     content_index=0, part={"type": "output_text", "text": "", "annotations": []})
+            # what _ev("response.output_text.delta", item_id=..., output_index=..., content_index=0,
+            # delta=text, logprobs=[]) writes before the delta: the same for every delta of this item
+            entry.delta_head = b"event: response.output_text.delta\ndata: " + orjson.dumps(
+                {"item_id": item["id"], "output_index": entry.index, "content_index": 0})[:-1] + b',"delta":'
         entry.parts.append(text)
-        return out + self._ev("response.output_text.delta", item_id=entry.item["id"], output_index=entry.index,
-                              content_index=0, delta=text, logprobs=[])
+        seq = self.seq
+        self.seq += 1
+        return out + entry.delta_head + orjson.dumps(text) + _TEXT_DELTA_TAIL + b"%d}\n\n" % seq
 
     def _reasoning(self, text: str) -> bytes:
         out = b""
