@@ -120,6 +120,8 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         # keyed by the frozen Timeouts value itself: a reload's new value is a new key, never a stale hit
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        # a deployment's URL, parsed once (adapters build the same string for every request to it)
+        self._urls: dict[str, URL] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
@@ -138,6 +140,16 @@ class AiohttpTransport:
             found = self._timeouts[t] = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
         return found
 
+    def _url(self, raw: str) -> URL:
+        found = self._urls.get(raw)
+        if found is None:
+            if len(self._urls) > 1024:  # URLs that vary per request (a query): start over rather than grow
+                self._urls.clear()
+            # Adapters build URLs already percent-encoded, and signatures (SigV4) cover
+            # that exact path: aiohttp must not re-quote it (it would turn %3A into ':').
+            found = self._urls[raw] = URL(raw, encoded=True)
+        return found
+
     def _session_or_fail(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("AiohttpTransport.start() was not awaited")
@@ -146,7 +158,7 @@ class AiohttpTransport:
     async def send(self, req: UpstreamRequest, timeouts: Timeouts) -> Reply:
         session = self._session_or_fail()
         try:
-            async with session.request(req.method, _url(req), data=req.body, headers=req.headers,
+            async with session.request(req.method, self._url(req.url), data=req.body, headers=req.headers,
                                        timeout=self._timeout(timeouts)) as resp:
                 body = await read_limited(resp.content, resp.content_length, req, self._limits()[0])
                 return Reply(resp.status, _lower(resp.headers), body)
@@ -159,7 +171,7 @@ class AiohttpTransport:
     async def stream(self, req: UpstreamRequest, timeouts: Timeouts) -> AsyncIterator[StreamReply]:
         session = self._session_or_fail()
         try:
-            resp = await session.request(req.method, _url(req), data=req.body, headers=req.headers,
+            resp = await session.request(req.method, self._url(req.url), data=req.body, headers=req.headers,
                                          timeout=self._timeout(timeouts))
         except Exception as exc:
             raise UpstreamCallError(transport_failure(req, exc)) from exc
@@ -167,12 +179,6 @@ class AiohttpTransport:
             yield _AiohttpStream(req, resp, self._limits())
         finally:
             resp.close()  # closing (not releasing) aborts an unfinished upstream stream
-
-
-def _url(req: UpstreamRequest) -> URL:
-    # Adapters build URLs already percent-encoded, and signatures (SigV4) cover
-    # that exact path: aiohttp must not re-quote it (it would turn %3A into ':').
-    return URL(req.url, encoded=True)
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
