@@ -190,6 +190,31 @@ async def _drain(up: Any) -> None:
         pass
 
 
+async def test_a_stream_read_slowly_stops_reading_the_socket() -> None:
+    sent = 0
+    piece = b"data: " + b"x" * 65530 + b"\n"
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        nonlocal sent
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(512):  # 32 MiB
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            sent += len(piece)
+        writer.write(b"0\r\n\r\n")
+
+    client = H1Transport()
+    async with Server(big) as srv:
+        async with client.stream(req(srv.url()), TS) as up:
+            await asyncio.sleep(0.5)  # a slow client: the upstream is held back, memory stays bounded
+            assert sent < 24 * 2**20
+            got = 0
+            async for data in up.chunks():
+                got += len(data)
+            assert got == sent == 512 * len(piece)
+    await client.close()
+
+
 async def test_a_body_cut_short_fails_and_the_next_call_gets_a_new_connection() -> None:
     calls = 0
 

@@ -17,6 +17,7 @@ calls at all. The gateway never went through HTTP proxies (aiohttp ran with
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Mapping, Protocol
@@ -129,11 +130,11 @@ class H1Transport:
     async def _open(self, req: UpstreamRequest, timeouts: Timeouts, streaming: bool) -> Connection:
         """A connection with the request written and the response's head read."""
         pool = self._pool
+        deadline = asyncio.get_running_loop().time() + timeouts.total  # the total includes connecting
         target = pool.target(req.url)
         head = pool.head(req.method, target, req.headers, len(req.body))
         conn = await pool.acquire(target, min(timeouts.connect, timeouts.total))
         try:
-            deadline = conn.loop.time() + timeouts.total
             conn.start(head, req.body, deadline, timeouts.read, streaming)
             await conn.head()
         except BaseException:
