@@ -9,7 +9,7 @@ Tests drive the attempt loop in-process with a scripted transport instead.
 :class:`H1Transport` is the production one: the lean HTTP/1.1 client of
 :mod:`gateway.upstream.h1` (an asyncio Protocol and httptools' parser) with the
 keep-alive pool and per-URL request templates of :mod:`gateway.upstream.pool`.
-It replaced aiohttp's ClientSession (issue 16: ~200 µs less CPU per request;
+It replaced aiohttp's ClientSession (issue 16: ~150 µs less CPU per request;
 docs/ARCHITECTURE.md, "The upstream client"); aiohttp is not used for upstream
 calls at all. The gateway never went through HTTP proxies (aiohttp ran with
 ``trust_env`` off), so nothing needs it as a fallback.
