@@ -30,7 +30,7 @@ from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis
 from gateway.upstream.health import HealthBook
 from gateway.upstream.outcomes import OutcomeBook
 from gateway.upstream.demo import DemoTransport
-from gateway.upstream.transport import AiohttpTransport, Transport
+from gateway.upstream.transport import H1Transport, Transport
 from policies.decide import DEFAULT_ROUTING
 
 log = logging.getLogger("taskgate")
@@ -73,9 +73,9 @@ async def open_services(snapshots: CurrentSnapshot, metrics: Metrics,
             embedded = EmbeddedRedis(config.store.path)
             url = embedded.start()
     if transport is None:
-        aiohttp_transport = AiohttpTransport(lambda: upstream_limits(snapshots))
-        await aiohttp_transport.start()
-        transport = DemoTransport(aiohttp_transport)  # answers the built-in demo model's demo:// URL itself
+        upstream = H1Transport(lambda: upstream_limits(snapshots))
+        await upstream.start()
+        transport = DemoTransport(upstream)  # answers the built-in demo model's demo:// URL itself
     store = connect(url)
     ledger = Ledger(store, snapshots, metrics)
     health = HealthBook(store, settings=lambda: (snapshots.config.policies.routing or DEFAULT_ROUTING).breaker)

@@ -4,21 +4,28 @@
 ``send`` for a whole answer, ``stream`` for one read as it arrives. Every
 transport problem (refused connection, timeout, a connection dropped mid-body)
 comes out as an :class:`UpstreamCallError` carrying a provider-neutral failure.
-:class:`AiohttpTransport` is the production one (one pooled keep-alive session);
-tests drive the attempt loop in-process with a scripted transport instead.
+Tests drive the attempt loop in-process with a scripted transport instead.
+
+:class:`H1Transport` is the production one: the lean HTTP/1.1 client of
+:mod:`gateway.upstream.h1` (an asyncio Protocol and httptools' parser) with the
+keep-alive pool and per-URL request templates of :mod:`gateway.upstream.pool`.
+It replaced aiohttp's ClientSession (issue 16: ~150 µs less CPU per request;
+docs/ARCHITECTURE.md, "The upstream client"); aiohttp is not used for upstream
+calls at all. The gateway never went through HTTP proxies (aiohttp ran with
+``trust_env`` off), so nothing needs it as a fallback.
 """
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Mapping, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-from yarl import URL
-
 from gateway.snapshot import Timeouts
+from gateway.upstream.h1 import ConnectError, Connection, ProtocolError
+from gateway.upstream.pool import Pool
 from providers.base import UPSTREAM_TOO_LARGE, FailureReason, UpstreamFailure, UpstreamRequest
 
 # (max_upstream_response_bytes, max_upstream_event_bytes) in force: see the config's server section
@@ -33,21 +40,15 @@ def too_large(req: UpstreamRequest, what: str, limit: int) -> UpstreamCallError:
                                              code=UPSTREAM_TOO_LARGE))
 
 
-async def read_limited(content: aiohttp.StreamReader, declared: int | None, req: UpstreamRequest,
-                       limit: int) -> bytes:
-    """A whole body, read up to ``limit`` bytes: never more is buffered."""
-    if declared is not None:
-        if declared > limit:
-            raise too_large(req, f"a body of {declared} bytes", limit)
-        return await content.read()  # a declared length within the limit: aiohttp reads just that much
-    chunks: list[bytes] = []
-    size = 0
-    async for data in content.iter_any():
-        size += len(data)
-        if size > limit:
-            raise too_large(req, "a body", limit)
-        chunks.append(data)
-    return b"".join(chunks)
+async def read_limited(conn: Connection, req: UpstreamRequest, limit: int) -> bytes:
+    """A whole body, read up to ``limit`` bytes (after decoding): never more is buffered."""
+    declared = conn.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(req, f"a body of {int(declared)} bytes", limit)
+    body = await conn.body(limit)
+    if body is None:
+        raise too_large(req, "a body", limit)
+    return body
 
 
 class UpstreamCallError(Exception):
@@ -82,19 +83,20 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-class _AiohttpStream:
-    def __init__(self, req: UpstreamRequest, resp: aiohttp.ClientResponse, limits: tuple[int, int]) -> None:
-        self.status = resp.status
-        self.headers: Mapping[str, str] = _lower(resp.headers)
+class _H1Stream:
+    def __init__(self, req: UpstreamRequest, conn: Connection, limits: tuple[int, int]) -> None:
+        self.status = conn.status
+        self.headers: Mapping[str, str] = conn.headers
         self._req = req
-        self._resp = resp
+        self._conn = conn
         self._limits = limits
 
     async def chunks(self) -> AsyncIterator[bytes]:
         limit = self._limits[1]
         line = 0  # bytes since the last newline: one SSE line (or event) is never longer than the limit
+        next_chunk = self._conn.next_chunk
         try:
-            async for data in self._resp.content.iter_any():
+            while (data := await next_chunk()) is not None:
                 end = data.rfind(b"\n")
                 line = line + len(data) if end < 0 else len(data) - end - 1
                 if line > limit:
@@ -102,54 +104,52 @@ class _AiohttpStream:
                 yield data
         except UpstreamCallError:
             raise
-        except Exception as exc:  # aiohttp payload errors, read timeouts, a dropped connection
+        except Exception as exc:  # a cut or unreadable body, a read timeout
             raise UpstreamCallError(transport_failure(self._req, exc)) from exc
 
     async def read_all(self) -> bytes:
         try:
-            return await read_limited(self._resp.content, self._resp.content_length, self._req, self._limits[0])
+            return await read_limited(self._conn, self._req, self._limits[0])
         except UpstreamCallError:
             raise
         except Exception as exc:
             raise UpstreamCallError(transport_failure(self._req, exc)) from exc
 
 
-class AiohttpTransport:
-    def __init__(self, limits: Limits = NO_LIMITS) -> None:
+class H1Transport:
+    def __init__(self, limits: Limits = NO_LIMITS, pool: Pool | None = None) -> None:
         self._limits = limits
-        self._session: aiohttp.ClientSession | None = None
-        # keyed by the frozen Timeouts value itself: a reload's new value is a new key, never a stale hit
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        self._pool = pool or Pool()
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        pass  # connections open on first use
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._pool.close()
 
-    def _timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
-        found = self._timeouts.get(t)
-        if found is None:
-            if len(self._timeouts) > 1024:  # many reloads: start over rather than grow
-                self._timeouts.clear()
-            found = self._timeouts[t] = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
-        return found
-
-    def _session_or_fail(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("AiohttpTransport.start() was not awaited")
-        return self._session
+    async def _open(self, req: UpstreamRequest, timeouts: Timeouts, streaming: bool) -> Connection:
+        """A connection with the request written and the response's head read."""
+        pool = self._pool
+        deadline = asyncio.get_running_loop().time() + timeouts.total  # the total includes connecting
+        target = pool.target(req.url)
+        head = pool.head(req.method, target, req.headers, len(req.body))
+        conn = await pool.acquire(target, min(timeouts.connect, timeouts.total))
+        try:
+            conn.start(head, req.body, deadline, timeouts.read, streaming)
+            await conn.head()
+        except BaseException:
+            pool.release(conn)  # not whole: closed
+            raise
+        return conn
 
     async def send(self, req: UpstreamRequest, timeouts: Timeouts) -> Reply:
-        session = self._session_or_fail()
         try:
-            async with session.request(req.method, _url(req), data=req.body, headers=req.headers,
-                                       timeout=self._timeout(timeouts)) as resp:
-                body = await read_limited(resp.content, resp.content_length, req, self._limits()[0])
-                return Reply(resp.status, _lower(resp.headers), body)
+            conn = await self._open(req, timeouts, False)
+            try:
+                reply = Reply(conn.status, conn.headers, await read_limited(conn, req, self._limits()[0]))
+            finally:
+                self._pool.release(conn)  # reused only after a whole keep-alive exchange
+            return reply
         except UpstreamCallError:
             raise
         except Exception as exc:
@@ -157,39 +157,27 @@ class AiohttpTransport:
 
     @asynccontextmanager
     async def stream(self, req: UpstreamRequest, timeouts: Timeouts) -> AsyncIterator[StreamReply]:
-        session = self._session_or_fail()
         try:
-            resp = await session.request(req.method, _url(req), data=req.body, headers=req.headers,
-                                         timeout=self._timeout(timeouts))
+            conn = await self._open(req, timeouts, True)
         except Exception as exc:
             raise UpstreamCallError(transport_failure(req, exc)) from exc
         try:
-            yield _AiohttpStream(req, resp, self._limits())
+            yield _H1Stream(req, conn, self._limits())
         finally:
-            resp.close()  # closing (not releasing) aborts an unfinished upstream stream
-
-
-def _url(req: UpstreamRequest) -> URL:
-    # Adapters build URLs already percent-encoded, and signatures (SigV4) cover
-    # that exact path: aiohttp must not re-quote it (it would turn %3A into ':').
-    return URL(req.url, encoded=True)
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
+            self._pool.release(conn)  # an unfinished upstream stream is aborted, a whole one reused
 
 
 def transport_failure(req: UpstreamRequest, exc: BaseException) -> UpstreamFailure:
     """A provider-neutral failure for a transport exception. Never leaks the URL's query or userinfo."""
     parts = urlsplit(req.url)
     where = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
-    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, TimeoutError):
         return UpstreamFailure(FailureReason.TIMEOUT, 0, f"no answer from {where} in time")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectError):
         return UpstreamFailure(FailureReason.UNAVAILABLE, 0,
                                f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}")
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
+    if isinstance(exc, (ProtocolError, OSError)):
         return UpstreamFailure(FailureReason.SERVER_ERROR, 0, f"{where} closed the connection mid-response")
-    if isinstance(exc, aiohttp.ClientError):
+    if isinstance(exc, ValueError):  # not an http(s) URL, a header that cannot be sent
         return UpstreamFailure(FailureReason.UNAVAILABLE, 0, f"request to {where} failed: {type(exc).__name__}")
     return UpstreamFailure(FailureReason.SERVER_ERROR, 0, f"request to {where} failed: {type(exc).__name__}")
