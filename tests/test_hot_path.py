@@ -1,6 +1,7 @@
 """The per-request savings of the unary hot path (issue 16) keep behaviour:
 
 - a whole response goes out with its length (no chunked framing), and its head and body in one send;
+- X-Forwarded-* from a trusted proxy still apply to the FastAPI endpoints (not to the hot handlers);
 - request and generated task ids stay unique 32-hex-digit ids, also in a forked child;
 - an attempt record built by the fast ``__init__`` equals the dataclass's, and is still frozen;
 - the worst-case usage computed at admission is the one the budget reservation uses.
@@ -15,6 +16,7 @@ import re
 import socket
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -67,6 +69,9 @@ def test_a_unary_answer_has_its_length_and_leaves_in_one_send(redis_server: Redi
     assert b"x-request-cost-usd: " in lower
     # head and body were one send: on loopback the first recv holds both
     assert first == whole
+    # the FastAPI endpoints still take X-Forwarded-Proto from a trusted (local) proxy
+    redirect = httpx.get(f"{gw.url}/v1/tasks/", headers={"x-forwarded-proto": "https"}, follow_redirects=False)
+    assert redirect.status_code == 307 and redirect.headers["location"].startswith("https://")
 
 
 class Recording(asyncio.Transport):
