@@ -106,7 +106,7 @@ class Metrics:
                                 ["version", "python", "litellm"], multiprocess_mode="max", registry=r)
         self.build_info.labels(*_build_facts()).set(1)
         self._task_types: set[str] = set()
-        self._child_cache: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._child_cache: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
 
     def task_type_label(self, task_type: str) -> str:
         if task_type in self._task_types or len(self._task_types) < TASK_TYPE_CAP:
@@ -114,27 +114,31 @@ class Metrics:
             return task_type
         return "other"
 
-    def _children(self, model: str, provider: str, actor: str) -> tuple[Any, ...]:
-        """The per-(model, provider, actor) series of the hot path, looked up once (labels() takes a lock)."""
-        key = (model, provider, actor)
+    def _children(self, model: str, provider: str, actor: str, api: str) -> tuple[Any, ...]:
+        """The per-(model, provider, actor, api) series of the hot path, looked up once (labels()
+        takes a lock)."""
+        key = (model, provider, actor, api)
         found = self._child_cache.get(key)
         if found is None:
             found = self._child_cache[key] = (
                 self.requests.labels(model, provider, "200", actor), self.duration.labels(model, provider),
                 self.tokens.labels(model, provider, "input"), self.tokens.labels(model, provider, "output"),
-                self.cost.labels(model, provider, actor))
+                self.cost.labels(model, provider, actor), self.api_requests.labels(api, "200"),
+                self.api_cost.labels(api))
         return found
 
     def attempt(self, rec: AttemptRecord) -> None:
         model, provider, actor = rec.model, rec.provider, "agent" if rec.actor == "agent" else "human"
-        ok_requests, duration, tokens_in, tokens_out, cost_total = self._children(model, provider, actor)
+        api = rec.operation if rec.operation in APIS else "other"
+        ok_requests, duration, tokens_in, tokens_out, cost_total, api_ok, api_cost = \
+            self._children(model, provider, actor, api)
         if rec.outcome == "ok" and rec.status == 200:
             ok_requests.inc()
+            api_ok.inc()
         else:
             status = str(rec.status) if rec.outcome == "ok" else rec.outcome
             self.requests.labels(model, provider, status, actor).inc()
-        api = rec.operation if rec.operation in APIS else "other"
-        self.api_requests.labels(api, str(rec.status) if rec.outcome == "ok" else rec.outcome).inc()
+            self.api_requests.labels(api, status).inc()
         duration.observe(rec.duration_s)
         if rec.ttft_s is not None:
             self.ttft.labels(model, provider).observe(rec.ttft_s)
@@ -160,7 +164,7 @@ class Metrics:
         elif rec.cost_picousd:
             cost = rec.cost_picousd / 1e12  # a float is fine for a metric; the ledger keeps exact integers
             cost_total.inc(cost)
-            self.api_cost.labels(api).inc(cost)
+            api_cost.inc(cost)
             if rec.waste_reason:
                 self.waste.labels(rec.waste_reason).inc(cost)
 

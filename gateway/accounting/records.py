@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Callable
 
 from providers.base import Usage
 
@@ -45,3 +46,27 @@ class AttemptRecord:
     agent: str | None = None
     person: str | None = None
     key_spend: tuple[str, ...] = ()  # key ids whose lifetime spend this attempt counts in (the key, its person)
+
+
+def _slot_init(cls: type) -> Callable[..., None]:
+    """The same ``__init__`` as the dataclass's, but setting each field through its slot's
+    descriptor: a frozen dataclass's own ``__init__`` calls ``object.__setattr__`` per field, which
+    costs twice as much, and a record is built on every request (twice). The record stays frozen:
+    assigning a field afterwards still raises ``FrozenInstanceError``."""
+    params, lines = [], []
+    scope: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            scope[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        else:
+            params.append(f.name)
+        scope[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        lines.append(f"    _set_{f.name}(self, {f.name})")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(lines) + "\n", scope)
+    init: Callable[..., None] = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+AttemptRecord.__init__ = _slot_init(AttemptRecord)  # type: ignore[method-assign]

@@ -148,6 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # by name, like the app: httptools plus the header size and read-timeout limits (issue 14)
             http=import_from_string("gateway.edge.server:TaskgateHttpProtocol"), loop="uvloop", lifespan="on",
             access_log=False, log_config=log_config(level),
+            proxy_headers=False,  # applied to the FastAPI endpoints only (gateway/edge/asgi.py)
             timeout_graceful_shutdown=max(1, math.ceil(cfg.server.drain_timeout_s)),
         )
     finally:

@@ -16,6 +16,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -158,10 +159,16 @@ class TaskgateApp:
         in a thread once the gateway is up (or by the first request that needs it), not before."""
         with self._api_lock:
             if self._api is None:
+                from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
                 from gateway.edge.api import build_api
 
-                self._api = build_api(self.snapshots, self.services.ledger, self.metrics, self.authenticate,
-                                      self.keys)
+                # X-Forwarded-Proto/-For from a trusted proxy, as uvicorn would apply them to every
+                # request (`taskgate serve` turns that off): only the FastAPI endpoints read the
+                # client or the scheme, so the hot handlers skip the header scan
+                api = build_api(self.snapshots, self.services.ledger, self.metrics, self.authenticate, self.keys)
+                self._api = ProxyHeadersMiddleware(api,  # type: ignore[arg-type]
+                                                   trusted_hosts=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"))
         return self._api
 
     def _warm_up(self) -> None:

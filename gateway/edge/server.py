@@ -14,6 +14,12 @@ limits that protect the process from a slow or huge client, before any request r
 The limits are read from the config in force when a connection opens (hot reload applies to
 new connections). The answers are in OpenAI's error shape; nothing here runs per request on
 the app's side, and the per-connection cost is one timer.
+
+- **One write per whole response**: uvicorn writes a response's status line and headers, then
+  its body, as two sends (two packets). Each request's cycle writes through :class:`OneWrite`,
+  which holds the headers until the body's first write in the same step of the event loop, and
+  sends both at once; headers that no body follows in that step (a stream waiting for its
+  first event) are sent by a callback at the loop's next turn.
 """
 
 from __future__ import annotations
@@ -49,6 +55,46 @@ def server_section(app: object) -> ServerSection:
     return DEFAULT
 
 
+class OneWrite:
+    """A request cycle's transport: holds a response's head (``HTTP/1.1 ...``) until the next
+    write, or at the latest the event loop's next turn, so that head and body go out in one send."""
+
+    __slots__ = ("transport", "loop", "held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held + data)
+        elif data.startswith(b"HTTP/"):
+            self.held = data
+            self.loop.call_soon(self.flush)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class TaskgateHttpProtocol(HttpToolsProtocol):
     """``uvicorn.run(..., http=TaskgateHttpProtocol)``."""
 
@@ -65,6 +111,7 @@ class TaskgateHttpProtocol(HttpToolsProtocol):
         self._pending = 0  # bytes fed to the parser while still in the headers
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._one_write: OneWrite | None = None
 
     # --- the timers ------------------------------------------------------------------------
 
@@ -93,6 +140,8 @@ class TaskgateHttpProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, code: str, message: str, answer: bool = True) -> None:
         self._refused = True
         self._disarm()
+        if self._one_write is not None:  # a response's head still held goes first
+            self._one_write.flush()
         if answer:
             self.transport.write(error_bytes(status, reason, code, message))
         self.transport.close()
@@ -106,6 +155,7 @@ class TaskgateHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._one_write = OneWrite(transport, self.loop)
         self._arm(self._header_timeout, "headers")  # a connection that sends nothing is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -146,7 +196,10 @@ class TaskgateHttpProtocol(HttpToolsProtocol):
         self._in_body = True
         self._pending = 0
         self._requests += 1
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous and self.cycle is not None:  # not an upgrade: the new request's cycle
+            self.cycle.transport = self._one_write  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._disarm()  # idle from here on: uvicorn's keep-alive timeout applies

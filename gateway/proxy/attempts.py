@@ -225,7 +225,7 @@ class AttemptLoop:
         call, ledger = self.call, self.services.ledger
         config = call.snapshot.config
         ledger.check_available()
-        worst = worst_case_usage(call.request.body, config.budgets.default_max_output_tokens)
+        worst = call.worst or worst_case_usage(call.request.body, config.budgets.default_max_output_tokens)
         key_budgets = call.key_budgets
         if call.budget_picousd is not None or call.tenant.name in config.budgets.tenants \
                 or any(limit is not None for _, limit in key_budgets):

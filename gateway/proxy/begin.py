@@ -11,7 +11,6 @@ they carry its id so that the error response names it.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
@@ -30,6 +29,7 @@ from gateway.proxy.call import Call
 from gateway.proxy.router import Router, denial_error
 from gateway.snapshot import Snapshot
 from policies.decide import Decision
+from providers.base import Usage
 from providers.canonical import ChatRequest, EmbeddingsRequest
 
 MAX_BUDGET_DIGITS = 32  # a budget header longer than this is not a budget
@@ -52,6 +52,7 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
     grant: Grant | None = None
     try:
         request = front.parse(body)
+        worst = WorstCase(request.body, config.budgets.default_max_output_tokens)
         group = config.groups.get(model)
         wild_reasons: tuple[str, ...] = ()
         if group is None:
@@ -79,24 +80,42 @@ async def begin(snapshot: Snapshot, router: Router, ledger: Ledger, tenant: Tena
             router.account(decision, task.id, tenant.name)
             if decision.denial is not None:
                 raise denial_error(decision.denial)
-            grant = await ledger.limits.admit(tenant, config, lambda: worst_tokens(config, request))
+            grant = await ledger.limits.admit(tenant, config, lambda: worst_tokens(worst, request))
     except GatewayError as err:
         err.task_id = task.id
         raise
-    redacted = replace(request, body=dict(decision.body))  # type: ignore[arg-type]
-    if isinstance(redacted, ChatRequest) and redacted.native is not None \
-            and decision.body is not request.body and decision.body != request.body:
-        redacted = replace(redacted, native=None)  # policy changed what goes upstream: never the original
+    redacted: ChatRequest | EmbeddingsRequest = request
+    if decision.body is not request.body:  # policy gave a body of its own (redacted, or rebuilt)
+        redacted = replace(request, body=dict(decision.body))  # type: ignore[arg-type]
+        worst.usage = None  # admission's worst case was of the client's body, not of what goes upstream
+        if isinstance(redacted, ChatRequest) and redacted.native is not None and decision.body != request.body:
+            redacted = replace(redacted, native=None)  # policy changed what goes upstream: never the original
     operation = front.name  # the client API: chat, responses, messages or embeddings
-    return Call(os.urandom(16).hex(), operation, tenant, task, model, redacted, snapshot, budget,
-                grant=grant), decision
+    return Call(tasks.unique_hex(), operation, tenant, task, model, redacted, snapshot, budget,
+                grant=grant, worst=worst.usage), decision
 
 
-def worst_tokens(config: Config, request: ChatRequest | EmbeddingsRequest) -> int:
+class WorstCase:
+    """A request body's worst-case usage, computed once when first asked for: admission's TPM
+    charge, then (through the Call) the attempt loop's budget reservation."""
+
+    __slots__ = ("body", "default_max_output", "usage")
+
+    def __init__(self, body: Mapping[str, Any], default_max_output: int) -> None:
+        self.body, self.default_max_output = body, default_max_output
+        self.usage: Usage | None = None
+
+    def get(self) -> Usage:
+        if self.usage is None:
+            self.usage = worst_case_usage(self.body, self.default_max_output)
+        return self.usage
+
+
+def worst_tokens(worst: WorstCase, request: ChatRequest | EmbeddingsRequest) -> int:
     """A request's tokens at most, for TPM at admission: the bound the budget reservation uses
     (prompt JSON bytes / 3, plus max_tokens or budgets.default_max_output_tokens, times n)."""
-    worst = worst_case_usage(request.body, config.budgets.default_max_output_tokens)
-    return worst.input_tokens + (worst.output_tokens if isinstance(request, ChatRequest) else 0)
+    usage = worst.get()
+    return usage.input_tokens + (usage.output_tokens if isinstance(request, ChatRequest) else 0)
 
 
 def task_budget(config: Config, task_type: str, header: str | None) -> int | None:

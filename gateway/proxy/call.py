@@ -13,7 +13,7 @@ from gateway.config.identity import Tenant
 from gateway.ledger.limiter import Grant
 from gateway.proxy.tasks import TaskRef
 from gateway.snapshot import Snapshot
-from providers.base import Deployment
+from providers.base import Deployment, Usage
 from providers.canonical import ChatRequest, EmbeddingsRequest
 
 
@@ -39,6 +39,7 @@ class Call:
     budget_picousd: int | None = None  # the task's budget, from X-Task-Budget-USD or the task type
     started: float = field(default_factory=time.time)
     grant: Grant | None = None  # the rate limits it was admitted under (settled by the attempt loop)
+    worst: Usage | None = None  # the request's worst-case usage, when admission already computed it
 
     @property
     def period(self) -> tuple[str, str]:

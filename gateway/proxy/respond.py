@@ -12,5 +12,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: Headers,
                      content_type: bytes = b"application/json") -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type), *headers]})
+    """One whole response, with its length (the server then sends no chunked framing)."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *headers]})
     await send({"type": "http.response.body", "body": body})

@@ -20,14 +20,33 @@ which ends with that request's outcome.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 
 import orjson
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from gateway.errors import BadRequest
+
+_prefix = os.urandom(10).hex()  # 80 random bits per process, drawn again in a forked child
+_counter = itertools.count()
+
+
+def _reseed() -> None:
+    global _prefix, _counter
+    _prefix, _counter = os.urandom(10).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def unique_hex() -> str:
+    """32 hex digits, unique across processes and restarts (like ``uuid4().hex``, without its
+    per-call cost): a random prefix drawn once per process, then a counter."""
+    return f"{_prefix}{next(_counter):012x}"
+
 
 TASK_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 TASK_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -87,4 +106,4 @@ def identify(headers: Mapping[str, str], body: Mapping[str, Any] | None, chain: 
             raise BadRequest(f"the task id from {source} must be 1 to 128 characters of A-Za-z0-9._:-",
                              param=source.split(" ")[0], code="invalid_task_id")
         return TaskRef(value, task_type, False, source)
-    return TaskRef("req-" + uuid.uuid4().hex, task_type, True, "generated")
+    return TaskRef("req-" + unique_hex(), task_type, True, "generated")
