@@ -142,28 +142,35 @@ class StreamChat:
 
 
 async def until_disconnect(receive: Receive, work_coro: Coroutine[Any, Any, None]) -> bool:
-    """Runs ``work_coro``; cancels it if the client disconnects. True if it did."""
-    work = asyncio.ensure_future(work_coro)
+    """Runs ``work_coro`` in this task; cancels it if the client disconnects. True if it did.
+
+    One watcher task waits on ``receive()`` and, on ``http.disconnect``, cancels this task: the
+    work sees a ``CancelledError`` (the attempt loop accounts the attempt in progress), and that
+    one cancellation is taken back here. A cancellation from elsewhere (the server at its drain
+    deadline) propagates as it is."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
+        gone = True
+        task.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = asyncio.get_running_loop().create_task(watch())
+    taken_back = False
     try:
-        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # the server stops: let the work account its attempt first
-        work.cancel()
-        watcher.cancel()
-        await asyncio.wait((work,), timeout=1.0)
-        raise
-    if work.done():
-        watcher.cancel()
-        work.result()  # re-raises the work's exception
-        return False
-    work.cancel()
-    try:
-        await work
+        await work_coro
     except asyncio.CancelledError:
-        pass
-    return True
+        if gone:
+            taken_back = True
+            if task.uncancel() == 0:
+                return True
+        raise  # not (only) ours: the server's, at its drain deadline
+    finally:
+        watcher.cancel()
+        if gone and not taken_back:  # the work turned our cancellation into something else, or swallowed it
+            task.uncancel()
+    return gone
