@@ -49,6 +49,9 @@ class StreamChat:
         self.started_response = False
         self.decoder: StreamDecoder | None = None  # the attempt in progress
         self.ttft: float | None = None
+        # Bytes of a started response not sent yet: what arrived with the stream's end (or after it)
+        # goes out in one send with the response's last bytes (deliver, or an in-band error).
+        self.held = b""
 
     def upstream_request(self, adapter: Adapter, dep: Deployment) -> UpstreamRequest:
         return adapter.chat_request(dep, self.chat)
@@ -76,14 +79,17 @@ class StreamChat:
                     if out:
                         if not self.started_response:
                             await self._start(dep)
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                        if decoder.done:  # the stream's end came with these: they go out with the last send
+                            self.held += out
+                        else:
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
                 events = decoder.close()
                 if events and type(events[-1]) is StreamError:
                     return await self._forward_then_fail(dep, events)
                 out = encode(events)
                 if out:
                     await self._start(dep)
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    self.held += out
         except UpstreamCallError as exc:
             if exc.failure.code == UPSTREAM_TOO_LARGE:  # cut, but the upstream did the work: estimate it
                 estimate = estimate_usage(self.chat.body, decoder.text, self.upstream_model)
@@ -102,9 +108,9 @@ class StreamChat:
         last = events[-1]
         assert isinstance(last, StreamError)
         out = self.encoder.encode(events[:-1])
-        if out:
+        if out:  # held: the attempt loop ends a committed stream with abort(), which sends them first
             await self._start(dep)
-            await self.send({"type": "http.response.body", "body": out, "more_body": True})
+            self.held += out
         return self._failed(last.failure)
 
     async def _start(self, dep: Deployment) -> None:
@@ -120,14 +126,18 @@ class StreamChat:
 
     async def deliver(self, dep: Deployment, cost: int | None) -> None:
         usage = self.decoder.usage if self.decoder is not None else None
-        await self.send({"type": "http.response.body", "body": self.encoder.finish(usage), "more_body": False})
+        await self._last(self.encoder.finish(usage))
 
     async def abort(self, dep: Deployment, err: GatewayError) -> None:
         await self.abort_in_band(err)
 
     async def abort_in_band(self, err: GatewayError) -> None:
         """Ends a started stream with an error event (a failed attempt, or the drain deadline)."""
-        await self.send({"type": "http.response.body", "body": self.encoder.error(err), "more_body": False})
+        await self._last(self.encoder.error(err))
+
+    async def _last(self, body: bytes) -> None:
+        held, self.held = self.held, b""
+        await self.send({"type": "http.response.body", "body": held + body if held else body, "more_body": False})
 
     def interrupted(self) -> tuple[Usage | None, str]:
         decoder = self.decoder
