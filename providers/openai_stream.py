@@ -13,6 +13,13 @@ chunk is parsed into text, reasoning, tool-call and finish events.
   ``prompt_filter_results``) is dropped: OpenAI never sends one, and many
   clients index ``choices[0]``.
 * An in-band ``{"error": ...}`` event ends the stream with a ``StreamError``.
+
+With ``passthrough``, a read of whole single-line ``data:`` events (the usual
+case: an upstream that writes ``data: {...}\n\n``, often several at once) is
+not split at all: a few scans over the bytes find the events that need parsing
+(usage, errors, empty choices, ``[DONE]``), and the bytes around them go on as
+one ``RawChunk`` each. Anything else (``\r\n``, comments, multi-line events)
+takes the event-by-event path, which gives the same bytes.
 """
 
 from __future__ import annotations
@@ -43,24 +50,72 @@ class OpenAIStreamDecoder:
         self.done = False
         self._failed = False
         self._buf = b""
-        self._plain: list[bytes] = []  # passthrough: payloads forwarded unparsed, parsed only if text is needed
+        # passthrough: what was forwarded unparsed (payloads, or runs of whole ``data:`` events),
+        # parsed only if text is needed
+        self._plain: list[bytes] = []
         self._text: list[str] = []
 
     @property
     def text(self) -> list[str]:
         """The content and tool arguments streamed so far (for estimates when usage never came)."""
         out = list(self._text)
-        for payload in self._plain:
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(chunk, dict):
-                _collect_text(chunk.get("choices") or [], out)
+        for item in self._plain:
+            for payload in _payloads(item):
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(chunk, dict):
+                    _collect_text(chunk.get("choices") or [], out)
         return out
 
     def feed(self, data: bytes) -> list[StreamEvent]:
-        buf = self._buf + data
+        buf = self._buf + data if self._buf else data
+        if self.passthrough and not self.done and not self._failed and b"\r" not in buf:
+            end = buf.rfind(b"\n\n") + 2
+            if end < 2:
+                self._buf = buf
+                return []
+            block = buf if end == len(buf) else buf[:end]
+            events = self._run(block)
+            if events is not None:
+                self._buf = buf[end:]
+                return events
+        return self._split(buf)
+
+    def _run(self, block: bytes) -> list[StreamEvent] | None:
+        """The events of ``block`` (whole events) without splitting it, or None when it is not a run of
+        single-line ``data:`` events (the event-by-event path then takes it)."""
+        # every newline is in a separator, and every separator but the last is followed by "data: "
+        if not block.startswith(b"data: ") or block.count(b"\n") != 2 * block.count(b"\n\ndata: ") + 2:
+            return None
+        cut = len(block)
+        done = cut - len(DONE_EVENT) if block.endswith(DONE_EVENT) else block.find(DONE_EVENT)
+        if done >= 0:
+            if done and block[done - 2:done] != b"\n\n":
+                return None  # "data: [DONE]" inside an event's text: rare, the careful path takes it
+            cut = done
+        out: list[StreamEvent] = []
+        start = 0
+        for s in _special_starts(block, cut):
+            if s > start:
+                self._plain.append(block[start:s])
+                out.append(RawChunk(block[start:s]))
+            e = block.find(b"\n\n", s)
+            self._parse(block[s + 6:e], out)
+            start = e + 2
+            if self._failed:
+                return out
+        if cut > start:
+            run = block if start == 0 and cut == len(block) else block[start:cut]
+            self._plain.append(run)
+            out.append(RawChunk(run))
+        if done >= 0:
+            self.done = True
+        return out
+
+    def _split(self, buf: bytes) -> list[StreamEvent]:
+        """Event by event."""
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
         out: list[StreamEvent] = []
@@ -89,9 +144,13 @@ class OpenAIStreamDecoder:
             self.done = True
             return
         if self.passthrough and not _needs_parsing(payload):  # the common content chunk: bytes as they are
-            self._plain.append(payload)
-            out.append(RawChunk(raw + b"\n\n" if raw.startswith(b"data: ") else b"data: " + payload + b"\n\n"))
+            framed = raw + b"\n\n" if raw.startswith(b"data: ") else b"data: " + payload + b"\n\n"
+            self._plain.append(framed)
+            out.append(RawChunk(framed))
             return
+        self._parse(payload, out)
+
+    def _parse(self, payload: bytes, out: list[StreamEvent]) -> None:
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -111,8 +170,9 @@ class OpenAIStreamDecoder:
                 out.append(UsageReport(usage, b"data: " + payload + b"\n\n"))
             return
         if self.passthrough:
-            self._plain.append(payload)
-            out.append(RawChunk(b"data: " + payload + b"\n\n"))
+            framed = b"data: " + payload + b"\n\n"
+            self._plain.append(framed)
+            out.append(RawChunk(framed))
             return
         _events_of(choices, out, self._text)
 
@@ -150,6 +210,49 @@ def _needs_parsing(payload: bytes) -> bool:
     if b'"error"' in payload or b'"choices":[]' in payload or b'"choices": []' in payload:
         return True
     return b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload
+
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def _special_starts(block: bytes, cut: int) -> list[int]:
+    """Where the events of ``block[:cut]`` that _needs_parsing would parse start, in order (and perhaps
+    a few more: parsing a content chunk gives the same bytes). Compact JSON costs a few scans."""
+    starts: set[int] = set()
+    i = block.find(b'"error"', 0, cut)
+    while i >= 0:
+        starts.add(_event_start(block, i))
+        i = block.find(b'"error"', block.find(b"\n\n", i), cut)
+    i = block.find(b"[]", 0, cut)
+    while i >= 0:  # empty choices
+        if block.endswith(b'"choices":', 0, i) or block.endswith(b'"choices": ', 0, i):
+            starts.add(_event_start(block, i))
+        i = block.find(b"[]", i + 2, cut)
+    left = block.count(b'"usage"', 0, cut)
+    if left:  # usage that is not null: usually one chunk, the last
+        left -= block.count(b'"usage":null', 0, cut)
+        hi = cut
+        while left > 0:  # ('"usage": null' is counted in left: a spaced upstream walks back through all)
+            i = block.rfind(b'"usage"', 0, hi)
+            if i < 0:
+                break
+            hi = i
+            if block.startswith(b":null", i + 7):
+                continue
+            left -= 1
+            if not block.startswith(b": null", i + 7):
+                starts.add(_event_start(block, i))
+    return sorted(starts)
+
+
+def _event_start(block: bytes, i: int) -> int:
+    j = block.rfind(b"\n\n", 0, i)
+    return 0 if j < 0 else j + 2
+
+
+def _payloads(framed: bytes) -> list[bytes]:
+    """The data of each event of forwarded SSE bytes."""
+    return [p for ev in framed.split(b"\n\n") if ev and (p := _data_of(ev)) is not None]
 
 
 def _collect_text(choices: list[Any], out: list[str]) -> None:

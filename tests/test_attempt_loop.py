@@ -306,6 +306,39 @@ async def test_stream_with_include_usage_gets_the_usage_chunk(gw: Harness) -> No
     assert resp.body == b"".join(sse("x"))
 
 
+async def test_a_stream_read_whole_goes_out_byte_exact_in_one_send_with_done(gw: Harness) -> None:
+    """The usual fast upstream: every event in one read. With include_usage the client gets the
+    upstream's bytes unsplit, and they go out with [DONE] in the response's last send."""
+    gw.transport.add(Step(chunks=[b"".join(sse("Hel", "lo"))]))
+    resp = await gw.call("/v1/chat/completions", {**STREAM, "stream_options": {"include_usage": True}})
+    assert resp.chunks == [b"".join(sse("Hel", "lo"))], "one body message, the upstream's bytes as they are"
+    assert [(r.outcome, r.usage_source, r.cost_picousd) for r in gw.records] == [("ok", "provider", COST_A)]
+
+
+async def test_a_stream_read_whole_without_include_usage_hides_usage_in_one_send(gw: Harness) -> None:
+    gw.transport.add(Step(chunks=[b"".join(sse("Hel", "lo"))]))
+    resp = await gw.call("/v1/chat/completions", STREAM)
+    assert resp.chunks == [b"".join(sse("Hel", "lo", usage=False))]
+    assert [(r.outcome, r.usage_source, r.cost_picousd) for r in gw.records] == [("ok", "provider", COST_A)]
+
+
+async def test_chunks_that_arrive_apart_are_sent_as_they_arrive(gw: Harness) -> None:
+    events = sse("Hel", "lo")
+    gw.transport.add(Step(chunks=events))
+    resp = await gw.call("/v1/chat/completions", {**STREAM, "stream_options": {"include_usage": True}})
+    assert resp.chunks == events, "no content is held back before the stream's end"
+
+
+async def test_content_that_came_with_the_end_is_sent_before_an_in_band_error(gw: Harness) -> None:
+    """Usage the upstream got wrong fails a stream that already ended: its held bytes still go out first."""
+    bad = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":-1,"completion_tokens":5}}\n\n'
+    gw.transport.add(Step(chunks=[b"".join(sse("Hel", usage=False)).replace(b"data: [DONE]", bad + b"data: [DONE]")]))
+    resp = await gw.call("/v1/chat/completions", STREAM)
+    assert texts(resp.body) == "Hel" and len(resp.chunks) == 1, "the held bytes and the error in one send"
+    assert orjson.loads(resp.body.rstrip().split(b"\n\n")[-1][6:])["error"]["code"] == "upstream_protocol_error"
+    assert gw.records[-1].outcome == "dropped"
+
+
 @pytest.mark.parametrize("bad", [{"stream": "yes"}, {"stream": 1}, {"stream_options": "x"}, {"stream_options": []},
                                  {"stream": True, "stream_options": {"include_usage": "yes"}}])
 async def test_stream_fields_of_the_wrong_type_are_refused(gw: Harness, bad: dict[str, Any]) -> None:

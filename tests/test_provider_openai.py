@@ -7,7 +7,7 @@ import pytest
 
 from providers import ADAPTERS, parse_model
 from providers.base import ApiKey, Deployment, FailureReason, Secret, Usage
-from providers.canonical import Finish, TextDelta, UsageReport
+from providers.canonical import Finish, StreamError, StreamEvent, TextDelta, UsageReport
 from providers.openai_stream import OpenAIStreamDecoder
 from tests import wire
 
@@ -151,3 +151,63 @@ def test_error_mapping(status: int, headers: dict, body: bytes, reason: FailureR
 )
 def test_parse_model(model: str, expected: tuple[str, str]) -> None:
     assert parse_model(model) == expected
+
+
+# --- pass-through of whole reads (the stream hot path) -----------------------------------------
+
+
+class EventByEvent(OpenAIStreamDecoder):
+    """The reference: the event-by-event path only."""
+
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        return self._split(self._buf + data)
+
+
+def decoded(d: OpenAIStreamDecoder, stream: bytes, piece: int) -> tuple[bytes, Usage | None, bool, str | None, list[str]]:
+    events: list[StreamEvent] = []
+    for i in range(0, len(stream), piece):
+        events += d.feed(stream[i:i + piece])
+    events += d.close()
+    sent = b"".join(e if isinstance(e, bytes) else e.raw or b"" if isinstance(e, UsageReport) else b"" for e in events)
+    failure = next((e.failure.message for e in events if isinstance(e, StreamError)), None)
+    return sent, d.usage, d.done, failure, d.text
+
+
+SPACED = (b'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "a"}}], "usage": null}\n\n'
+          b'data: {"id": "c1", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}\n\n'
+          b"data: [DONE]\n\n")
+EDGE_STREAMS = [
+    OPENAI_STREAM, AZURE_STREAM, LLAMACPP_STREAM, SPACED,
+    chunk("a", usage=None) + chunk("b", usage=None) + chunk(choices=False, usage=USAGE) + b"data: [DONE]\n\n",
+    chunk("a") + chunk("b", usage=USAGE) + b"data: [DONE]\n\n",  # usage on a chunk with choices
+    chunk("say data: [DONE] and [] and usage") + chunk(choices=False, usage=USAGE) + b"data: [DONE]\n\n",
+    chunk("a") + b'data: {"error": {"message": "overloaded", "code": "server_error"}}\n\n' + chunk("b"),
+    chunk("a") + b"data: {not json, \"usage\": 1}\n\n" + chunk("b") + b"data: [DONE]\n\n",
+    chunk("a") + b": keep-alive\n\n" + chunk("b") + b"data: [DONE]\n\n",  # a comment: the careful path
+    chunk("a") + b"data: [DONE]\n\n" + chunk("after the end"),
+    chunk("a") + b"\n\n" + chunk("b") + b"data: [DONE]\n\n",
+    chunk("a") + chunk(choices=False, usage=USAGE),  # no [DONE]
+]
+
+
+@pytest.mark.parametrize("stream", EDGE_STREAMS)
+@pytest.mark.parametrize("piece", [1, 5, 64, 10_000])
+def test_whole_reads_give_the_same_bytes_usage_and_end_as_event_by_event(stream: bytes, piece: int) -> None:
+    assert decoded(OpenAIStreamDecoder(passthrough=True), stream, piece) == decoded(
+        EventByEvent(passthrough=True), stream, piece)
+
+
+def test_a_read_of_content_chunks_is_passed_on_unsplit() -> None:
+    data = chunk("a") + chunk("b") + chunk("c")
+    events = OpenAIStreamDecoder(passthrough=True).feed(data)
+    assert events == [data] and events[0] is data, "one RawChunk: the read itself, not a join of its events"
+
+
+def test_a_read_with_the_usage_chunk_and_done_is_cut_only_around_usage() -> None:
+    content = chunk("a") + chunk("b")
+    usage = chunk(choices=False, usage=USAGE)
+    d = OpenAIStreamDecoder(passthrough=True)
+    events = d.feed(content + usage + b"data: [DONE]\n\n")
+    assert events == [content, UsageReport(d.usage, usage)]  # type: ignore[arg-type]
+    assert d.done and d.usage == Usage(10, 3, cached_input_tokens=4, reasoning_tokens=1)
+    assert d.text == ["a", "b"]

@@ -49,6 +49,9 @@ class StreamChat:
         self.started_response = False
         self.decoder: StreamDecoder | None = None  # the attempt in progress
         self.ttft: float | None = None
+        # Bytes of a started response not sent yet: what arrived with the stream's end (or after it)
+        # goes out in one send with the response's last bytes (deliver, or an in-band error).
+        self.held = b""
 
     def upstream_request(self, adapter: Adapter, dep: Deployment) -> UpstreamRequest:
         return adapter.chat_request(dep, self.chat)
@@ -76,14 +79,17 @@ class StreamChat:
                     if out:
                         if not self.started_response:
                             await self._start(dep)
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                        if decoder.done:  # the stream's end came with these: they go out with the last send
+                            self.held += out
+                        else:
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
                 events = decoder.close()
                 if events and type(events[-1]) is StreamError:
                     return await self._forward_then_fail(dep, events)
                 out = encode(events)
                 if out:
                     await self._start(dep)
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    self.held += out
         except UpstreamCallError as exc:
             if exc.failure.code == UPSTREAM_TOO_LARGE:  # cut, but the upstream did the work: estimate it
                 estimate = estimate_usage(self.chat.body, decoder.text, self.upstream_model)
@@ -102,9 +108,9 @@ class StreamChat:
         last = events[-1]
         assert isinstance(last, StreamError)
         out = self.encoder.encode(events[:-1])
-        if out:
+        if out:  # held: the attempt loop ends a committed stream with abort(), which sends them first
             await self._start(dep)
-            await self.send({"type": "http.response.body", "body": out, "more_body": True})
+            self.held += out
         return self._failed(last.failure)
 
     async def _start(self, dep: Deployment) -> None:
@@ -120,14 +126,18 @@ class StreamChat:
 
     async def deliver(self, dep: Deployment, cost: int | None) -> None:
         usage = self.decoder.usage if self.decoder is not None else None
-        await self.send({"type": "http.response.body", "body": self.encoder.finish(usage), "more_body": False})
+        await self._last(self.encoder.finish(usage))
 
     async def abort(self, dep: Deployment, err: GatewayError) -> None:
         await self.abort_in_band(err)
 
     async def abort_in_band(self, err: GatewayError) -> None:
         """Ends a started stream with an error event (a failed attempt, or the drain deadline)."""
-        await self.send({"type": "http.response.body", "body": self.encoder.error(err), "more_body": False})
+        await self._last(self.encoder.error(err))
+
+    async def _last(self, body: bytes) -> None:
+        held, self.held = self.held, b""
+        await self.send({"type": "http.response.body", "body": held + body if held else body, "more_body": False})
 
     def interrupted(self) -> tuple[Usage | None, str]:
         decoder = self.decoder
@@ -142,28 +152,35 @@ class StreamChat:
 
 
 async def until_disconnect(receive: Receive, work_coro: Coroutine[Any, Any, None]) -> bool:
-    """Runs ``work_coro``; cancels it if the client disconnects. True if it did."""
-    work = asyncio.ensure_future(work_coro)
+    """Runs ``work_coro`` in this task; cancels it if the client disconnects. True if it did.
+
+    One watcher task waits on ``receive()`` and, on ``http.disconnect``, cancels this task: the
+    work sees a ``CancelledError`` (the attempt loop accounts the attempt in progress), and that
+    one cancellation is taken back here. A cancellation from elsewhere (the server at its drain
+    deadline) propagates as it is."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
+        gone = True
+        task.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = asyncio.get_running_loop().create_task(watch())
+    taken_back = False
     try:
-        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # the server stops: let the work account its attempt first
-        work.cancel()
-        watcher.cancel()
-        await asyncio.wait((work,), timeout=1.0)
-        raise
-    if work.done():
-        watcher.cancel()
-        work.result()  # re-raises the work's exception
-        return False
-    work.cancel()
-    try:
-        await work
+        await work_coro
     except asyncio.CancelledError:
-        pass
-    return True
+        if gone:
+            taken_back = True
+            if task.uncancel() == 0:
+                return True
+        raise  # not (only) ours: the server's, at its drain deadline
+    finally:
+        watcher.cancel()
+        if gone and not taken_back:  # the work turned our cancellation into something else, or swallowed it
+            task.uncancel()
+    return gone
