@@ -45,7 +45,7 @@ from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
 from gateway.ledger.limiter import Limiter
 from gateway.ledger.reads import Reads
 from gateway.ledger.spool import Spool
-from gateway.ledger.writer import UNREACHABLE, Op, Writer
+from gateway.ledger.writer import FINAL, INTENT, UNREACHABLE, Op, Writer
 from gateway.store.client import Store, cancel_requested
 
 log = logging.getLogger("taskgate.ledger")
@@ -144,7 +144,8 @@ class Ledger(Reads):
         """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""
         keys = self._keys(rec.tenant)
         arg, line = self._line(rec, keys)
-        self.writer.submit(Op("record", arg, keys.tasks))
+        self.writer.submit(Op("record", arg, keys.tasks, FINAL, rec.request_id) if rec.final
+                           else Op("record", arg, keys.tasks))
         if rec.final:
             self._in_flight.pop(rec.request_id, None)
         return line
@@ -157,7 +158,7 @@ class Ledger(Reads):
         until = time.time() + self.settings.intent_lease_s
         header = orjson.dumps({"intent": True, "intents": keys.intents, "deadlines": keys.deadlines,
                                "request_id": interrupted.request_id, "due": until}).decode()
-        self.writer.submit(Op("record", header + "\x1d" + arg, keys.tasks))
+        self.writer.submit(Op("record", header + "\x1d" + arg, keys.tasks, INTENT, interrupted.request_id))
         self._in_flight[interrupted.request_id] = keys
 
     def audit(self, entry: dict[str, Any], maxlen: int = 100_000) -> None:
@@ -165,7 +166,8 @@ class Ledger(Reads):
         self.writer.submit(Op("audit", orjson.dumps({**entry, "maxlen": maxlen}).decode(), AUDIT))
 
     def _on_result(self, op: Op, result: Any) -> None:
-        # RECORD returns {2, type, cost, outcome, waste, model} when the record ended a (one-request) task.
+        # RECORD returns {2, type, cost, outcome, waste, model} when the record ended a (one-request) task
+        # (as one string, unpacked to that list by gateway/ledger/writer.py unpack_reply).
         if op.script == "record" and isinstance(result, list) and result and result[0] == 2:
             self.metrics.task_ended(_s(result[1]), _s(result[3]), int(result[2]), int(result[4]),
                                     _s(result[5]) if len(result) > 5 else "none")
