@@ -152,7 +152,8 @@ async def test_a_one_request_task_writes_what_the_general_path_writes(ledger: Le
         await ledger.flush()
         task = _decoded(await ledger.redis.hgetall(keys.task(f"{kind}-task")))
         assert ledger.metrics.tasks.labels("triage", fields["end_outcome"])._value.get() == ended + 1
-        (entry,) = (await ledger.redis.xrange(keys.records, "-", "+"))[length:]
+        entries: Any = await ledger.redis.xrange(keys.records, "-", "+")
+        (entry,) = entries[length:]
         assert orjson.loads(entry[1][b"r"]) == orjson.loads(line)
         results[kind] = (task, _delta(before, await _state(ledger, day, period)))
     (short, short_delta), (general, general_delta) = results["short"], results["general"]
@@ -199,3 +200,25 @@ def test_compact_replies_unpack_to_the_results_they_stand_for() -> None:
     assert unpack_reply(b"1\x1e0\x1e2\x1ftriage\x1f10\x1fsucceeded\x1f0\x1fm\x1e-1\x1finvalid keys") == [
         1, 0, [2, b"triage", b"10", b"succeeded", b"0", b"m"], [-1, b"invalid keys"]]
     assert unpack_reply([1, 1]) == [1, 1], "another script's list reply is left as it is"
+
+
+# --- the keys part's cost_per_success suffix, cached per config ------------------------------
+
+
+async def test_a_reload_that_routes_a_model_by_cost_per_success_reaches_its_records(ledger: Ledger,
+                                                                                    tmp_path: Path) -> None:
+    keys = for_tenant("acme")
+    record = rec("routed", model="m")
+    assert '"route"' not in ledger._line(record, keys)[0]
+    routed = parse(CONFIG.format(url="redis://127.0.0.1:1/7", spool=tmp_path / "spool") + """
+model_list:
+  - model_name: m
+    litellm_params: {model: openai/gpt-a, api_base: "http://a/v1", api_key: k}
+routing:
+  models:
+    m: {strategy: cost_per_success, window: 100}
+""", "test.yaml", {})
+    ledger._source.replace(build_snapshot(routed, {}))  # type: ignore[attr-defined]
+    head = orjson.loads(ledger._line(record, keys)[0].split("\x1e")[0])
+    assert (head["route"], head["route_win"]) == (keys.route("m"), 100)
+    assert '"route"' not in ledger._line(rec("routed", model="other"), keys)[0]

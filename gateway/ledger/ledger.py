@@ -35,7 +35,7 @@ from gateway.ledger.encode import (
     period_of,
     record_arg,
     record_keys,
-    route_keys,
+    route_suffix,
     task_keys,
     utc_day,
     with_settings,
@@ -79,6 +79,8 @@ class Ledger(Reads):
         self._tenants: set[str] = set()  # registered in the store's tenant set by this process
         self._in_flight: dict[str, TenantKeys] = {}  # request id -> keys, for lease renewal
         self._loops: list[asyncio.Task[None]] = []
+        self._routes_of: Config | None = None  # the config _routes was made from
+        self._routes: dict[tuple[str, str], str] = {}  # (tenant, model) -> encode.route_suffix
         self.opened = OpenedBudgets(redis)  # budgets of tasks opened with POST /v1/tasks (gateway/ledger/history.py)
 
     @property
@@ -136,9 +138,16 @@ class Ledger(Reads):
 
     def _line(self, rec: AttemptRecord, keys: TenantKeys) -> tuple[str, str]:
         """The RECORD argument (keys, then the record) and the record alone."""
-        line = orjson.dumps(record_arg(rec, self.settings)).decode()
-        head = with_settings(record_keys(rec, self.dedup_ttl), rec, self.settings)
-        return route_keys(head, rec, keys, self.config) + "\x1e" + line, line
+        config = self.config
+        settings = config.tasks
+        line = orjson.dumps(record_arg(rec, settings)).decode()
+        head = with_settings(record_keys(rec, settings.dedup_window_hours * 3600), rec, settings)
+        if config is not self._routes_of or len(self._routes) > 1024:  # a reload: routing may have changed
+            self._routes_of, self._routes = config, {}
+        route = self._routes.get((rec.tenant, rec.model))
+        if route is None:
+            route = self._routes[(rec.tenant, rec.model)] = route_suffix(rec.model, keys, config)
+        return (f"{head[:-1]}{route}}}" if route else head) + "\x1e" + line, line
 
     def record(self, rec: AttemptRecord) -> str:
         """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""

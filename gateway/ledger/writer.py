@@ -14,6 +14,17 @@ One operation that Redis refuses (a script error, an invalid record) never
 takes the others with it: the script isolates records, a failed call is retried
 one operation at a time, and what still fails goes to a dead-letter file and a
 metric. Nothing is dropped.
+
+Superseded intents: a request's intent (:meth:`Ledger.intent`) is only there for
+the case that its final record never comes. When both are in one batch, the
+intent is not sent (:func:`_supersede`): the final record's script call removes
+the intent anyway. Crash safety is unchanged because the journal still holds the
+intent until the whole batch is acknowledged (a kill before that replays both,
+in order, and a final record, even a duplicate, removes its intent); and if the
+store refuses that final record, the intent is sent after all. Young intents are
+not held back to let more finals catch up: the journal acknowledges by sequence
+number, so a held intent would have to cap every later acknowledgement below it,
+for a small gain (most intents are already superseded under load).
 """
 
 from __future__ import annotations
