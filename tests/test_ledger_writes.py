@@ -222,3 +222,20 @@ routing:
     head = orjson.loads(ledger._line(record, keys)[0].split("\x1e")[0])
     assert (head["route"], head["route_win"]) == (keys.route("m"), 100)
     assert '"route"' not in ledger._line(rec("routed", model="other"), keys)[0]
+
+
+async def test_records_of_one_call_keep_their_own_keys(ledger: Ledger) -> None:
+    """The RECORD script decodes the tenant's part of the keys once per call: records in one batch
+    with different tasks, keys and days still reach their own keys."""
+    keys = for_tenant("acme")
+    for i, (task, key_spend, period) in enumerate([("a", ("k1",), ("20261201", "202612")),
+                                                   ("b", ("k2",), ("20261201", "202612")),
+                                                   ("a", ("k1",), ("20261202", "202612")),
+                                                   ("c", (), ("20261202", "202612"))]):
+        ledger.record(rec(task, cost=10 ** i, key_spend=key_spend, spend_period=period))
+    await ledger.flush()
+    spent = [int(await ledger.redis.hget(key, "spent") or 0) for key in (
+        keys.key_spend("k1"), keys.key_spend("k2"), keys.spend(("20261201", ""))[0],
+        keys.spend(("20261202", ""))[0])]
+    assert spent == [1 + 100, 10, 1 + 10, 100 + 1000]
+    assert [(await ledger.get("acme", t))["cost_picousd"] for t in "abc"] == [101, 10, 1000]

@@ -32,12 +32,27 @@ end
 # counted, or its request was settled as interrupted first), 1 counted, {2, type, cost,
 # outcome, waste, model} counted and it ended a one-request task, {-1, reason} refused (nothing written).
 _RECORD_FN = END_TASK + ONE_REQUEST + _VALID + r"""
+-- The keys part: '{"task":"<key>","att":"<key>",<the rest>}' (gateway/ledger/encode.py keys_json: task
+-- ids never need escaping). The rest is the same for every record of a tenant and day in a call:
+-- decoded once per call, each record's keys a table that falls back to it. Other shapes: decoded whole.
+local KEYS_OF = {}
+local function keys_of(text)
+  local task, att, rest = string.match(text, '^{"task":"([^"\\]*)","att":"([^"\\]*)",(.*)$')
+  if not rest then return cjson.decode(text) end
+  local shared = KEYS_OF[rest]
+  if not shared then
+    shared = {__index = cjson.decode('{' .. rest)}
+    KEYS_OF[rest] = shared
+  end
+  return setmetatable({task = task, att = att}, shared)
+end
+
 local function record(arg)
 local sep = string.find(arg, '\30', 1, true)
 if not sep then return {-1, 'no keys'} end
 local line = string.sub(arg, sep + 1)  -- the record as stored: without the keys it was written with
 local r = cjson.decode(line)
-r.k = cjson.decode(string.sub(arg, 1, sep - 1))
+r.k = keys_of(string.sub(arg, 1, sep - 1))
 for _, f in ipairs({'day', 'retention', 'stream_maxlen'}) do  -- in the keys part (older records: in the record)
   if r[f] == nil then r[f] = r.k[f] end
 end
