@@ -119,15 +119,16 @@ def with_settings(keys: str, rec: AttemptRecord, settings: TasksSection) -> str:
             f'"stream_maxlen":{settings.records_stream_maxlen}}}')
 
 
-def route_keys(keys: str, rec: AttemptRecord, tenant_keys: TenantKeys, config: Config) -> str:
-    """``keys`` (a JSON object) with the cost_per_success outcome hash of the record's public model
-    and its decay window, when that model routes by cost_per_success: the record then marks its
-    task for attribution when the task ends (gateway/ledger/scripts.py, docs/OUTCOME-ATTRIBUTION.md)."""
+def route_suffix(model: str, tenant_keys: TenantKeys, config: Config) -> str:
+    """What the keys object (a JSON object) gets for a record of ``model``: the cost_per_success outcome
+    hash of that public model and its decay window (``,"route":...,"route_win":N``), when the model routes
+    by cost_per_success, else ``""``. The record then marks its task for attribution when the task ends
+    (gateway/ledger/ending.py, docs/OUTCOME-ATTRIBUTION.md)."""
     routing = config.policies.routing
     if routing is None:
-        return keys
-    settings = routing.for_model(rec.model)
+        return ""
+    settings = routing.for_model(model)
     if settings.strategy != "cost_per_success":
-        return keys
-    route = orjson.dumps(tenant_keys.route(rec.model)).decode()
-    return f'{keys[:-1]},"route":{route},"route_win":{int(settings.cps("window"))}}}'
+        return ""
+    route = orjson.dumps(tenant_keys.route(model)).decode()
+    return f',"route":{route},"route_win":{int(settings.cps("window"))}'

@@ -35,7 +35,7 @@ from gateway.ledger.encode import (
     period_of,
     record_arg,
     record_keys,
-    route_keys,
+    route_suffix,
     task_keys,
     utc_day,
     with_settings,
@@ -45,7 +45,7 @@ from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
 from gateway.ledger.limiter import Limiter
 from gateway.ledger.reads import Reads
 from gateway.ledger.spool import Spool
-from gateway.ledger.writer import UNREACHABLE, Op, Writer
+from gateway.ledger.writer import FINAL, INTENT, UNREACHABLE, Op, Writer
 from gateway.store.client import Store, cancel_requested
 
 log = logging.getLogger("taskgate.ledger")
@@ -79,6 +79,8 @@ class Ledger(Reads):
         self._tenants: set[str] = set()  # registered in the store's tenant set by this process
         self._in_flight: dict[str, TenantKeys] = {}  # request id -> keys, for lease renewal
         self._loops: list[asyncio.Task[None]] = []
+        self._routes_of: Config | None = None  # the config _routes was made from
+        self._routes: dict[tuple[str, str], str] = {}  # (tenant, model) -> encode.route_suffix
         self.opened = OpenedBudgets(redis)  # budgets of tasks opened with POST /v1/tasks (gateway/ledger/history.py)
 
     @property
@@ -136,15 +138,23 @@ class Ledger(Reads):
 
     def _line(self, rec: AttemptRecord, keys: TenantKeys) -> tuple[str, str]:
         """The RECORD argument (keys, then the record) and the record alone."""
-        line = orjson.dumps(record_arg(rec, self.settings)).decode()
-        head = with_settings(record_keys(rec, self.dedup_ttl), rec, self.settings)
-        return route_keys(head, rec, keys, self.config) + "\x1e" + line, line
+        config = self.config
+        settings = config.tasks
+        line = orjson.dumps(record_arg(rec, settings)).decode()
+        head = with_settings(record_keys(rec, settings.dedup_window_hours * 3600), rec, settings)
+        if config is not self._routes_of or len(self._routes) > 1024:  # a reload: routing may have changed
+            self._routes_of, self._routes = config, {}
+        route = self._routes.get((rec.tenant, rec.model))
+        if route is None:
+            route = self._routes[(rec.tenant, rec.model)] = route_suffix(rec.model, keys, config)
+        return (f"{head[:-1]}{route}}}" if route else head) + "\x1e" + line, line
 
     def record(self, rec: AttemptRecord) -> str:
         """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""
         keys = self._keys(rec.tenant)
         arg, line = self._line(rec, keys)
-        self.writer.submit(Op("record", arg, keys.tasks))
+        self.writer.submit(Op("record", arg, keys.tasks, FINAL, rec.request_id) if rec.final
+                           else Op("record", arg, keys.tasks))
         if rec.final:
             self._in_flight.pop(rec.request_id, None)
         return line
@@ -157,7 +167,7 @@ class Ledger(Reads):
         until = time.time() + self.settings.intent_lease_s
         header = orjson.dumps({"intent": True, "intents": keys.intents, "deadlines": keys.deadlines,
                                "request_id": interrupted.request_id, "due": until}).decode()
-        self.writer.submit(Op("record", header + "\x1d" + arg, keys.tasks))
+        self.writer.submit(Op("record", header + "\x1d" + arg, keys.tasks, INTENT, interrupted.request_id))
         self._in_flight[interrupted.request_id] = keys
 
     def audit(self, entry: dict[str, Any], maxlen: int = 100_000) -> None:
@@ -165,7 +175,8 @@ class Ledger(Reads):
         self.writer.submit(Op("audit", orjson.dumps({**entry, "maxlen": maxlen}).decode(), AUDIT))
 
     def _on_result(self, op: Op, result: Any) -> None:
-        # RECORD returns {2, type, cost, outcome, waste, model} when the record ended a (one-request) task.
+        # RECORD returns {2, type, cost, outcome, waste, model} when the record ended a (one-request) task
+        # (as one string, unpacked to that list by gateway/ledger/writer.py unpack_reply).
         if op.script == "record" and isinstance(result, list) and result and result[0] == 2:
             self.metrics.task_ended(_s(result[1]), _s(result[3]), int(result[2]), int(result[4]),
                                     _s(result[5]) if len(result) > 5 else "none")

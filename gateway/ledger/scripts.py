@@ -10,79 +10,7 @@ a key of that tenant, for routing).
 
 from __future__ import annotations
 
-# cost_per_success: a task that a cost_per_success model served is one job of the deployment
-# that served its last successful attempt (else its last attempt), for its task type: the
-# task's whole cost and its outcome go to that arm of the model's route hash (the fields
-# "<type>|<dep>|j", "|s" (jobs, successes, x1000) and "|c" (pico-dollars)). Each new job first
-# decays the arm by 1/window, so about the last `window` jobs count (an exponential window,
-# in integers). At most 1000 arms a hash; the hash expires 30 days after its last job.
-# See docs/OUTCOME-ATTRIBUTION.md.
-_ROUTE_OUTCOME = r"""
-local function route_outcome(t, ttype, outcome)
-  local rk = redis.call('HGET', t, 'rt_key')
-  if not rk then return end
-  local dep = redis.call('HGET', t, 'rt_ok') or redis.call('HGET', t, 'rt_last')
-  local win = tonumber(redis.call('HGET', t, 'rt_win')) or 200
-  local p = ttype .. '|' .. dep .. '|'
-  local v = redis.call('HMGET', rk, p .. 'j', p .. 's', p .. 'c')
-  if not v[1] and redis.call('HLEN', rk) >= 3000 then return end
-  local j, s, c = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')
-  redis.call('HINCRBY', rk, p .. 'j', string.format('%d', 1000 - math.floor(j / win)))
-  redis.call('HINCRBY', rk, p .. 's', string.format('%d', (outcome == 'succeeded' and 1000 or 0) - math.floor(s / win)))
-  redis.call('HINCRBY', rk, p .. 'c', string.format('%d', -math.floor(c / win)))
-  redis.call('HINCRBY', rk, p .. 'c', redis.call('HGET', t, 'cost_pusd') or '0')
-  redis.call('EXPIRE', rk, 2592000)
-end
-"""
-
-# Ends a task: status, indexes, per-type aggregates for the day, retention, and its
-# cost_per_success outcome. k: {task, att, open, aggp} of the task's tenant.
-_END_TASK = _ROUTE_OUTCOME + r"""
-local function end_task(k, id, outcome, now, day, retention)
-  local t = k.task
-  local ttype = redis.call('HGET', t, 'task_type')
-  redis.call('HSET', t, 'status', outcome, 'ended_at', now, 'ended_day', day)
-  redis.call('ZREM', k.open, id)
-  local agg = k.aggp .. day
-  local p = ttype .. '|' .. outcome .. '|'
-  redis.call('HINCRBY', agg, p .. 'tasks', 1)
-  local fields = {'cost_pusd', 'requests', 'attempts', 'input_tokens', 'output_tokens',
-                  'waste_pusd', 'waste:retry', 'waste:fallback', 'waste:cancelled', 'waste:interrupted',
-                  'waste:failed', 'unpriced', 'estimated'}
-  local values = redis.call('HMGET', t, unpack(fields))
-  for i, f in ipairs(fields) do
-    local v = values[i]
-    if v and v ~= '0' then redis.call('HINCRBY', agg, p .. f, v) end
-  end
-  redis.call('EXPIRE', agg, 34560000)  -- daily aggregates feed reports: kept 400 days, whatever the task's retention
-  local who = redis.call('HGET', t, 'who')
-  if who then  -- per actor (report --by actor): tg:{t}:aggw:<day> (gateway/ledger/keys.py agg_who)
-    local aw = string.sub(k.aggp, 1, -5) .. 'aggw:' .. day
-    local q = who .. '|' .. outcome .. '|'
-    redis.call('HINCRBY', aw, q .. 'tasks', 1)
-    local c = redis.call('HGET', t, 'cost_pusd')
-    if c and c ~= '0' then redis.call('HINCRBY', aw, q .. 'cost_pusd', c) end
-    redis.call('EXPIRE', aw, 34560000)
-  end
-  redis.call('EXPIRE', t, retention)
-  redis.call('EXPIRE', k.att, retention)
-  route_outcome(t, ttype, outcome)
-  -- the task's public models, for the metric by model: one name, or 'mixed'
-  -- (kept in 'pmodel' as the records arrive; a task written before that field existed is scanned)
-  local model = redis.call('HGET', t, 'pmodel')
-  if not model then
-    model = 'none'
-    local all = redis.call('HGETALL', t)
-    for i = 1, #all, 2 do
-      local f = all[i]
-      if string.sub(f, 1, 2) == 'd:' and string.sub(f, -6) == ':model' then
-        if model == 'none' then model = all[i + 1] elseif model ~= all[i + 1] then model = 'mixed' end
-      end
-    end
-  end
-  return {ttype, redis.call('HGET', t, 'cost_pusd') or '0', redis.call('HGET', t, 'waste_pusd') or '0', model}
-end
-"""
+from gateway.ledger.ending import END_TASK, ONE_REQUEST
 
 # Checks a record before anything is written, so that a bad one changes nothing.
 _VALID = r"""
@@ -103,13 +31,28 @@ end
 # ASCII record separator, never appears raw in JSON). Returns 0 a duplicate (already
 # counted, or its request was settled as interrupted first), 1 counted, {2, type, cost,
 # outcome, waste, model} counted and it ended a one-request task, {-1, reason} refused (nothing written).
-_RECORD_FN = _END_TASK + _VALID + r"""
+_RECORD_FN = END_TASK + ONE_REQUEST + _VALID + r"""
+-- The keys part: '{"task":"<key>","att":"<key>",<the rest>}' (gateway/ledger/encode.py keys_json: task
+-- ids never need escaping). The rest is the same for every record of a tenant and day in a call:
+-- decoded once per call, each record's keys a table that falls back to it. Other shapes: decoded whole.
+local KEYS_OF = {}
+local function keys_of(text)
+  local task, att, rest = string.match(text, '^{"task":"([^"\\]*)","att":"([^"\\]*)",(.*)$')
+  if not rest then return cjson.decode(text) end
+  local shared = KEYS_OF[rest]
+  if not shared then
+    shared = {__index = cjson.decode('{' .. rest)}
+    KEYS_OF[rest] = shared
+  end
+  return setmetatable({task = task, att = att}, shared)
+end
+
 local function record(arg)
 local sep = string.find(arg, '\30', 1, true)
 if not sep then return {-1, 'no keys'} end
 local line = string.sub(arg, sep + 1)  -- the record as stored: without the keys it was written with
 local r = cjson.decode(line)
-r.k = cjson.decode(string.sub(arg, 1, sep - 1))
+r.k = keys_of(string.sub(arg, 1, sep - 1))
 for _, f in ipairs({'day', 'retention', 'stream_maxlen'}) do  -- in the keys part (older records: in the record)
   if r[f] == nil then r[f] = r.k[f] end
 end
@@ -118,15 +61,19 @@ if bad then return {-1, 'invalid ' .. bad} end
 local k = r.k
 local t = k.task
 if redis.call('EXISTS', k.settledp .. r.request_id) == 1 then return 0 end  -- settled: the estimate stands
-if not redis.call('SET', k.seenp .. r.request_id .. ':' .. r.attempt, '1', 'NX', 'EX', k.dedup_ttl) then
-  return 0
-end
-if r.final then
+if r.final then  -- also when a duplicate: its intent, replayed with it from a journal, is stale
   redis.call('HDEL', k.intents, r.request_id)
   redis.call('ZREM', k.deadlines, r.request_id)
 end
+if not redis.call('SET', k.seenp .. r.request_id .. ':' .. r.attempt, '1', 'NX', 'EX', k.dedup_ttl) then
+  return 0
+end
 local now = r.ts
-if redis.call('HEXISTS', t, 'status') == 0 then  -- a budget reservation may have made the hash already
+local fresh = redis.call('HEXISTS', t, 'status') == 0  -- a budget reservation may have made the hash already
+if fresh and r.one_request and r.final and r.attempt == 0 and r.end_outcome ~= '' then
+  return one_request(k, r, line)
+end
+if fresh then
   redis.call('HSET', t, 'task_id', r.task_id, 'tenant', r.tenant, 'task_type', r.task_type,
              'status', 'open', 'created_at', now, 'updated_at', now)
   if type(r.who) == 'string' then  -- who acted: the key that started the task
@@ -163,31 +110,17 @@ if r.cost == '' then
 else
   redis.call('HINCRBY', t, 'cost_pusd', r.cost)
   redis.call('HINCRBY', t, d .. 'cost_pusd', r.cost)
-  for _, s in ipairs(k.spend) do
-    if redis.call('HINCRBY', s, 'spent', r.cost) == tonumber(r.cost) then  -- new key: give it a lifetime
-      redis.call('EXPIRE', s, 3456000)
-    end
-  end
-  if k.kspend then
-    for _, s in ipairs(k.kspend) do redis.call('HINCRBY', s, 'spent', r.cost) end
-  end
   if r.waste_reason ~= '' then
     redis.call('HINCRBY', t, 'waste_pusd', r.cost)
     redis.call('HINCRBY', t, 'waste:' .. r.waste_reason, r.cost)
   end
 end
-if r.reserved ~= '' then
-  redis.call('HINCRBY', t, 'reserved_pusd', '-' .. r.reserved)
-  for _, s in ipairs(k.spend) do redis.call('HINCRBY', s, 'reserved', '-' .. r.reserved) end
-  if k.kspend then
-    for _, s in ipairs(k.kspend) do redis.call('HINCRBY', s, 'reserved', '-' .. r.reserved) end
-  end
-end
+if r.reserved ~= '' then redis.call('HINCRBY', t, 'reserved_pusd', '-' .. r.reserved) end
 if not r.one_request then  -- a one-request task keeps no attempts list: its record is in the export stream
   redis.call('RPUSH', k.att, line)
   redis.call('LTRIM', k.att, -1000, -1)
 end
-redis.call('XADD', k.records, 'MAXLEN', '~', r.stream_maxlen, '*', 'r', line)
+spend_and_export(k, r, line)
 if status ~= 'open' then
   -- a late record (replayed from the spool) for a task that already ended: count it on its day
   local agg = k.aggp .. redis.call('HGET', t, 'ended_day')
@@ -217,6 +150,8 @@ end
 """
 
 # ARGV: one tenant's share of a batch, in the order it was submitted, each JSON of one of:
+# (the results, one per ARGV, come back as ONE string: joined by \30, a result's fields by \31,
+# which is cheaper for redis-py to read than a list of lists; gateway/ledger/writer.py unpack_reply)
 #   an attempt record (see _RECORD_FN): one result as _RECORD_FN says; a failing record is
 #     isolated, the others count;
 #   '{"intent": true, intents, deadlines, request_id, due}\x1d<record>': what to record if the
@@ -226,6 +161,12 @@ end
 # Intents and records share this one call so that a request's intent is always applied
 # before its final record, whatever else the batch holds.
 RECORD = _RECORD_FN + r"""
+local function compact(res)  -- 1 / 0, or a result's fields joined by \31 (never in them: replaced)
+  if type(res) ~= 'table' then return tostring(res) end
+  local parts = {}
+  for i, v in ipairs(res) do parts[i] = (string.gsub(tostring(v), '[\30\31]', '?')) end
+  return table.concat(parts, '\31')
+end
 local out = {}
 for i = 1, #ARGV do
   local line = ARGV[i]
@@ -240,10 +181,10 @@ for i = 1, #ARGV do
     for _, id in ipairs(a.ids) do redis.call('ZADD', a.deadlines, 'XX', a.due, id) end
     out[i] = 1
   else
-    out[i] = try_record(line)
+    out[i] = compact(try_record(line))
   end
 end
-return out
+return table.concat(out, '\30')
 """
 
 # ARGV[1]: JSON {intents, deadlines, now, max}: settles one tenant's intents whose lease
@@ -280,7 +221,7 @@ return out
 
 # ARGV[1]: JSON {k: {task, att, open, aggp}, id, outcome, now, day, retention}. Returns {code, ...}:
 # {'missing'}, {'ended', type, cost, outcome, waste, model}, {'same'}, {'conflict', status}.
-COMPLETE = _END_TASK + r"""
+COMPLETE = END_TASK + r"""
 local a = cjson.decode(ARGV[1])
 local t = a.k.task
 if redis.call('HEXISTS', t, 'status') == 0 then return {'missing'} end
@@ -295,7 +236,7 @@ return {'ended', ended[1], ended[2], a.outcome, ended[3], ended[4]}
 # abandons one tenant's tasks idle since before ``cutoff`` and trims its task index of
 # tasks created before ``index_cutoff`` (their hashes have expired by retention).
 # Returns a flat list: type, cost, waste, model, type, cost, waste, model, ... of the tasks it abandoned.
-SWEEP = _END_TASK + r"""
+SWEEP = END_TASK + r"""
 local a = cjson.decode(ARGV[1])
 local out = {}
 local ids = redis.call('ZRANGEBYSCORE', a.k.open, '-inf', a.cutoff, 'LIMIT', 0, a.max)

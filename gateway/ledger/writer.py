@@ -14,6 +14,17 @@ One operation that Redis refuses (a script error, an invalid record) never
 takes the others with it: the script isolates records, a failed call is retried
 one operation at a time, and what still fails goes to a dead-letter file and a
 metric. Nothing is dropped.
+
+Superseded intents: a request's intent (:meth:`Ledger.intent`) is only there for
+the case that its final record never comes. When both are in one batch, the
+intent is not sent (:func:`_supersede`): the final record's script call removes
+the intent anyway. Crash safety is unchanged because the journal still holds the
+intent until the whole batch is acknowledged (a kill before that replays both,
+in order, and a final record, even a duplicate, removes its intent); and if the
+store refuses that final record, the intent is sent after all. Young intents are
+not held back to let more finals catch up: the journal acknowledges by sequence
+number, so a held intent would have to cap every later acknowledgement below it,
+for a small gain (most intents are already superseded under load).
 """
 
 from __future__ import annotations
@@ -41,11 +52,16 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError
 BATCH = 256
 
 
+INTENT, FINAL = 1, 2  # Op.kind: a request's intent; a request's final record (see _supersede)
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     script: str  # a name in Writer.scripts
     arg: str  # the script's JSON argument
     key: str  # the script's KEYS[1]: a key of the tenant it writes (one Redis Cluster slot)
+    kind: int = 0  # INTENT, FINAL or 0 (anything else): not stored in the journal or the spool
+    request_id: str = ""  # of an INTENT or a FINAL
 
 
 class Writer:
@@ -114,28 +130,35 @@ class Writer:
         if not self.healthy:  # do not wait on a dead connection for every batch
             self.spool.append([_line(op) for op in batch])
             return
+        send, superseded = _supersede(batch)
         try:
-            results = await self._execute(batch)
+            results = await self._execute(send)
         except UNREACHABLE as exc:
             self.healthy = False
             log.error("store unreachable (%s); spooling the ledger to %s", type(exc).__name__, self.spool.dir)
             self.spool.append([_line(op) for op in batch])
             return
         except RedisError as exc:  # the whole pipeline refused (e.g. a script error): one op at a time
-            results = [exc] * len(batch)
+            results = [exc] * len(send)
         except Exception:  # a bug here must not lose the batch, nor stop the writer
             log.exception("ledger batch failed unexpectedly; spooling it")
             self.spool.append([_line(op) for op in batch])
             return
-        await self._handle(batch, results)
+        await self._handle(send, results, superseded)
 
-    async def _handle(self, batch: list[Op], results: list[Any]) -> None:
+    async def _handle(self, batch: list[Op], results: list[Any], superseded: dict[str, Op] | None = None) -> None:
         for op, result in zip(batch, results):
             if isinstance(result, RedisError):  # the whole call failed: try this one alone
                 result = await self._alone(op)
+            refused = isinstance(result, RedisError) or (isinstance(result, list) and bool(result)
+                                                         and result[0] == -1)
+            if refused and superseded and op.kind == FINAL and op.request_id in superseded:
+                # the final record that replaced its intent was refused: the intent stands after all
+                intent = superseded.pop(op.request_id)
+                await self._handle([intent], [await self._alone(intent)])
             if isinstance(result, RedisError):
                 self.on_dead(op, str(result))
-            elif isinstance(result, list) and result and result[0] == -1:
+            elif refused:
                 self.on_dead(op, _text(result[1]) if len(result) > 1 else "refused")
             else:
                 self.on_result(op, result)
@@ -170,6 +193,7 @@ class Writer:
             replies = await pipe.execute(raise_on_error=False)
         results: list[Any] = [None] * len(batch)
         for indexes, reply in zip(groups.values(), replies):
+            reply = unpack_reply(reply)
             for n, i in enumerate(indexes):
                 results[i] = reply if isinstance(reply, RedisError) else reply[n]
         return results
@@ -210,6 +234,40 @@ class Writer:
             log.info("replayed %d spooled ledger operation(s) from %s", len(ops), path.name)
             path.unlink()
         self.healthy = True
+
+
+def unpack_reply(raw: Any) -> Any:
+    """The RECORD script's one-string reply as the list of results it stands for (1, 0, or a list
+    whose first item is an int: [2, type, cost, outcome, waste, model], [-1, reason]); any other
+    reply as it is."""
+    if not isinstance(raw, bytes):
+        return raw
+    out: list[Any] = []
+    for part in raw.split(b"\x1e") if raw else ():
+        if part == b"1" or part == b"0":
+            out.append(int(part))
+        else:
+            fields: list[Any] = part.split(b"\x1f")
+            fields[0] = int(fields[0])
+            out.append(fields)
+    return out
+
+
+def _supersede(batch: list[Op]) -> tuple[list[Op], dict[str, Op]]:
+    """The batch without the intents whose request's final record is in it too (the final record
+    removes its intent anyway), and those intents by request id. Nothing else changes: the
+    journal keeps the intents until the whole batch is acknowledged."""
+    finals = {op.request_id for op in batch if op.kind == FINAL}
+    if not finals:
+        return batch, {}
+    send: list[Op] = []
+    superseded: dict[str, Op] = {}
+    for op in batch:
+        if op.kind == INTENT and op.request_id in finals:
+            superseded[op.request_id] = op
+        else:
+            send.append(op)
+    return send, superseded
 
 
 def _text(value: Any) -> str:
