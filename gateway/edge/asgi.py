@@ -180,6 +180,10 @@ class TaskgateApp:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc
             pass
+        # What start-up built lives as long as the process: out of the collector's reach, so that
+        # a full collection under load walks only what requests made (measured: 36 ms pauses
+        # before, which every request in flight waited out)
+        gc.freeze()
 
     # --- ASGI ------------------------------------------------------------------------
 
