@@ -184,3 +184,29 @@ def test_the_worst_case_is_computed_once_and_equals_the_estimate() -> None:
     first = worst.get()
     assert first == worst_case_usage(body, 4096) and first.output_tokens == 140
     assert worst.get() is first
+
+
+# --- the collector after start-up ------------------------------------------------------------
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector(redis_server: RedisServer) -> None:
+    """A full collection under load walks only what requests made: start-up's objects (imports,
+    config, the API) are frozen once warm-up has run, so its pause no longer grows with them."""
+    import gc
+
+    from tests.inproc import Harness
+
+    config = ("model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: 'http://a/v1', "
+              "api_key: k}\nstore: {url: REDIS_URL}\n")
+
+    async def run() -> tuple[int, int]:
+        async with Harness(config, f"redis://127.0.0.1:{redis_server.port}/997") as h:
+            gc.unfreeze()
+            before = gc.get_freeze_count()
+            h.app._warm_up()
+            frozen = gc.get_freeze_count()
+            gc.unfreeze()
+            return before, frozen
+
+    before, frozen = asyncio.run(run())
+    assert before == 0 and frozen > 10_000, (before, frozen)
