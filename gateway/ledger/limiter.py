@@ -95,6 +95,23 @@ class Grant:
     token_index: tuple[int, ...] = ()  # where the TPM buckets are among the lease's buckets
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A caller's buckets and what admitting against them needs, worked out once per config."""
+
+    limits: tuple[L.Limit, ...]
+    keys: tuple[str, ...]  # each bucket's key (a lease's key too)
+    token_index: tuple[int, ...]  # where the TPM buckets are
+    token_limits: tuple[L.Limit, ...]
+    token_keys: tuple[str, ...]
+
+    @classmethod
+    def of(cls, limits: tuple[L.Limit, ...]) -> "_Plan":
+        index = tuple(i for i, lim in enumerate(limits) if lim.dimension == L.TOKENS)
+        tpm = tuple(limits[i] for i in index)
+        return cls(limits, tuple(lim.key for lim in limits), index, tpm, tuple(lim.key for lim in tpm))
+
+
 class Limiter:
     def __init__(self, redis: Store, healthy: Callable[[], bool]) -> None:
         self.redis = redis
@@ -103,12 +120,15 @@ class Limiter:
         self.settle_script = redis.register_script(SETTLE)
         self.leases = Leases()
         self._persons: tuple[Config, dict[str, tuple[int | None, int | None]]] | None = None
-        self._plans: dict[Tenant, tuple[L.Limit, ...]] = {}  # for the config's limits section below
+        self._plans: dict[Tenant, _Plan] = {}  # for the config's limits section below
         self._plans_of: object = None
         self._settling: set[asyncio.Task[None]] = set()
 
     def limits(self, tenant: Tenant, config: Config) -> tuple[L.Limit, ...]:
         """The buckets of ``tenant``'s requests (worked out once per caller and config)."""
+        return self._plan(tenant, config).limits
+
+    def _plan(self, tenant: Tenant, config: Config) -> _Plan:
         if self._plans_of is not config or len(self._plans) > 10_000:
             self._plans, self._plans_of = {}, config
         found = self._plans.get(tenant)
@@ -118,31 +138,32 @@ class Limiter:
                 if self._persons is None or self._persons[0] is not config:
                     self._persons = (config, L.person_limits(config.keys))
                 person = self._persons[1].get(tenant.person)
-            found = self._plans[tenant] = L.limits_for(tenant, config.limits, person)
+            found = self._plans[tenant] = _Plan.of(L.limits_for(tenant, config.limits, person))
         return found
 
     async def admit(self, tenant: Tenant, config: Config, worst_tokens: Callable[[], int]) -> Grant | None:
         """Charges the request against every bucket it is under, or raises 429 with the headers.
         None: no limit applies (no store call was made), or the store is down and we fail open.
         Under a large limit most requests are admitted against a local lease, with no store call."""
-        limits = self.limits(tenant, config)
+        plan = self._plan(tenant, config)
+        limits = plan.limits
         if not limits:
             return None
-        tokens = worst_tokens() if any(lim.dimension == L.TOKENS for lim in limits) else 0
+        tokens = worst_tokens() if plan.token_index else 0
         incs = [lim.increment(L.units(lim, tokens)) for lim in limits]
         if not leasable(incs):
-            return await self._admit(limits, tokens, incs, None, config)
-        keys = tuple(lim.key for lim in limits)
+            return await self._admit(plan, tokens, incs, None, config)
+        keys = plan.keys
         lease = self.leases.take(keys, incs)
         while lease is None and keys in self.leases.pending:  # another request is taking a lease: wait
             await asyncio.shield(self.leases.pending[keys])
             lease = self.leases.take(keys, incs)
         if lease is not None:
-            return self._grant(limits, tokens, lease.headers, lease)
+            return self._grant(plan, tokens, lease.headers, lease)
         done = self.leases.pending[keys] = asyncio.get_running_loop().create_future()
         try:
             give_back = self.leases.leftover(keys)
-            grant = await self._admit(limits, tokens, incs, self.leases.next_size(keys, incs), config)
+            grant = await self._admit(plan, tokens, incs, self.leases.next_size(keys, incs), config)
             if any(give_back):  # the old lease's unused part goes back to the shared buckets
                 self._background(keys, [-left for left in give_back])
             return grant
@@ -151,9 +172,10 @@ class Limiter:
                 del self.leases.pending[keys]
             done.set_result(None)
 
-    async def _admit(self, limits: tuple[L.Limit, ...], tokens: int, incs: list[int], extras: list[int] | None,
+    async def _admit(self, plan: _Plan, tokens: int, incs: list[int], extras: list[int] | None,
                      config: Config) -> Grant | None:
         """One CHECK call for this request, plus a lease of ``extras`` when there is room for it."""
+        limits = plan.limits
         lease_incs = [inc + extra for inc, extra in zip(incs, extras)] if extras else incs
         reply = await self._check(limits, lease_incs, config)
         if reply is None:
@@ -174,10 +196,10 @@ class Limiter:
             err.headers = L.headers(limits, levels)
             raise err
         if not extras:
-            return self._grant(limits, tokens, L.headers(limits, levels), None)
+            return self._grant(plan, tokens, L.headers(limits, levels), None)
         headers = L.headers(limits, [max(0, lvl - extra) for lvl, extra in zip(levels, extras)])
-        lease = self.leases.grant(tuple(lim.key for lim in limits), extras, headers)
-        return self._grant(limits, tokens, headers, lease)
+        lease = self.leases.grant(plan.keys, extras, headers)
+        return self._grant(plan, tokens, headers, lease)
 
     async def _check(self, limits: tuple[L.Limit, ...], increments: list[int], config: Config) -> Any:
         """The CHECK script's reply, or None when the store is unreachable and we fail open."""
@@ -197,11 +219,8 @@ class Limiter:
             return None
 
     @staticmethod
-    def _grant(limits: tuple[L.Limit, ...], tokens: int, headers: tuple[tuple[bytes, bytes], ...],
-               lease: Lease | None) -> Grant:
-        index = tuple(i for i, lim in enumerate(limits) if lim.dimension == L.TOKENS)
-        tpm = tuple(limits[i] for i in index)
-        return Grant(headers, tuple(lim.key for lim in tpm), tpm, tokens, lease, index)
+    def _grant(plan: _Plan, tokens: int, headers: tuple[tuple[bytes, bytes], ...], lease: Lease | None) -> Grant:
+        return Grant(headers, plan.token_keys, plan.token_limits, tokens, lease, plan.token_index)
 
     def settle(self, grant: Grant | None, used_tokens: int) -> None:
         """In the background: the TPM buckets are charged what the request used, not its worst case."""
