@@ -2,7 +2,9 @@
 
     admit   before the request is routed upstream: CHECK (one round trip) -> a Grant, or 429
     settle  when the attempt loop ends, on every path: SETTLE returns the unused part of the
-            TPM worst case (or adds what the request used beyond it); in the background
+            TPM worst case (or adds what the request used beyond it); in the background. Against
+            a lease while it lasts (no call); after it expired, returns are summed per set of
+            buckets and sent in one call within LEASE_TTL_S (an addition goes at once)
 
 The arithmetic is :mod:`gateway.ledger.limits` (pure); the scripts below are the same
 arithmetic against the store's clock (``TIME``), so that replicas share buckets without
@@ -25,7 +27,7 @@ from gateway.config.identity import Tenant
 from gateway.config.load import Config
 from gateway.errors import RateLimited, ServiceUnavailable
 from gateway.ledger import limits as L
-from gateway.ledger.leases import Lease, Leases, leasable
+from gateway.ledger.leases import LEASE_TTL_S, Lease, Leases, leasable
 from gateway.ledger.writer import UNREACHABLE
 from gateway.store.client import Store
 
@@ -123,6 +125,10 @@ class Limiter:
         self._plans: dict[Tenant, _Plan] = {}  # for the config's limits section below
         self._plans_of: object = None
         self._settling: set[asyncio.Task[None]] = set()
+        # token returns of requests whose lease had expired, summed per set of buckets, sent together
+        # LEASE_TTL_S after the first (one store call per set instead of one per request)
+        self._returns: dict[tuple[str, ...], list[int]] = {}
+        self._returning: asyncio.TimerHandle | None = None
 
     def limits(self, tenant: Tenant, config: Config) -> tuple[L.Limit, ...]:
         """The buckets of ``tenant``'s requests (worked out once per caller and config)."""
@@ -227,9 +233,32 @@ class Limiter:
         if grant is None or not grant.token_keys or used_tokens == grant.reserved:
             return
         deltas = [lim.increment(used_tokens) - lim.increment(grant.reserved) for lim in grant.token_limits]
-        if grant.lease is not None and grant.lease.credit(list(zip(grant.token_index, deltas)), time.monotonic()):
-            return  # settled against the lease it was charged to: no store call
+        if grant.lease is not None:
+            if grant.lease.credit(list(zip(grant.token_index, deltas)), time.monotonic()):
+                return  # settled against the lease it was charged to: no store call
+            if all(delta <= 0 for delta in deltas):
+                # a return to the shared buckets: a little later is safe (they hold more debt meanwhile,
+                # never less), so it joins the others of the next LEASE_TTL_S in one call
+                self._owe(grant.token_keys, deltas)
+                return
         self._background(grant.token_keys, deltas)
+
+    def _owe(self, keys: tuple[str, ...], deltas: list[int]) -> None:
+        owed = self._returns.get(keys)
+        if owed is None:
+            self._returns[keys] = deltas
+        else:
+            for i, delta in enumerate(deltas):
+                owed[i] += delta
+        if self._returning is None:
+            self._returning = asyncio.get_running_loop().call_later(LEASE_TTL_S, self._send_returns)
+
+    def _send_returns(self) -> None:
+        self._returning = None
+        returns, self._returns = self._returns, {}
+        for keys, deltas in returns.items():
+            if any(deltas):
+                self._background(keys, deltas)
 
     def _background(self, keys: tuple[str, ...], deltas: list[int]) -> None:
         task = asyncio.get_running_loop().create_task(self._settle(keys, deltas))
@@ -245,7 +274,10 @@ class Limiter:
             log.exception("rate limit settlement failed")
 
     async def drain(self) -> None:
-        """Waits for settlements in flight (tests; shutdown)."""
+        """Sends the returns waiting to be summed, then waits for settlements in flight (tests; shutdown)."""
+        if self._returning is not None:
+            self._returning.cancel()
+            self._send_returns()
         if self._settling:
             await asyncio.wait(list(self._settling), timeout=2)
 
