@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import pytest
@@ -186,6 +187,6 @@ def test_the_prefilter_finds_exactly_what_the_full_scan_finds(text: str) -> None
     assert pii.detect(text) == pii._detect(text)
 
 
-@given(st.text(st.characters(blacklist_categories=("Nd",), blacklist_characters="@"), max_size=200))
+@given(st.text(max_size=200).map(lambda t: re.sub(r"[\d@]", "", t)))
 def test_text_without_a_digit_or_at_sign_has_no_personal_data(text: str) -> None:
     assert pii._detect(text) == ()
