@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from decimal import Decimal
@@ -11,7 +12,7 @@ MAX_KEY_BYTES = 512  # a longer bearer token is not a key: refused before any ha
 
 def key_digest(secret: bytes, token: str) -> bytes:
     """What a key is stored and looked up as: ``HMAC-SHA256(secret, key)``, never the key itself."""
-    return hmac.digest(secret, token.encode("utf-8", "surrogateescape"), "sha256")  # one-shot: as hmac.new, faster
+    return hmac.new(secret, token.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)
