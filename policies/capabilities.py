@@ -18,7 +18,8 @@ A deployment's own ``model_info`` (``supports_function_calling``, ``supports_vis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Mapping  # (not typing.Mapping: isinstance on it is several times slower)
+from typing import Any, Callable, Iterable
 
 from policies.compliance import Filtered
 from policies.verdicts import excluded
@@ -92,11 +93,13 @@ def filter_capable(deployments: Iterable[Deployment], needs: Needs,
     """``facts`` maps deployment id -> :class:`ModelFacts`; a missing id knows nothing."""
     allowed, out = [], []
     unknown = ModelFacts()
-    for dep in deployments:
+    for dep in deployments:  # (a plain loop: a generator per deployment cost more than the checks)
         found = facts.get(dep.id, unknown)
-        why = next(((rule, r) for rule, check in CHECKS if (r := check(needs, found, dep)) is not None), None)
-        if why is None:
-            allowed.append(dep)
+        for rule, check in CHECKS:
+            why = check(needs, found, dep)
+            if why is not None:
+                out.append(excluded(dep.id, rule, why))
+                break
         else:
-            out.append(excluded(dep.id, *why))
+            allowed.append(dep)
     return Filtered(tuple(allowed), tuple(out))

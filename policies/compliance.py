@@ -97,6 +97,9 @@ def effective_class(tenant: TenantFacts, header_value: str | None,
 # --- 2. personal data ------------------------------------------------------------------
 
 
+_NONE: Mapping[str, int] = MappingProxyType({})
+
+
 def _counts(counts: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType(dict(counts))
 
@@ -117,6 +120,8 @@ def apply_pii(body: Mapping[str, Any], data_class: str | None,
     if compliance is None or data_class is None:
         return PiiDecision(data_class, body, _counts({}), _counts({}))
     found = pii.detect_body(body)
+    if not found:  # the common case: what the rules below give for no findings, without the work
+        return PiiDecision(data_class, body, _NONE, _NONE)
     counts = Counter(h.kind for f in found for h in f.hits)
     events: list[AuditEvent] = []
     cls = data_class

@@ -33,22 +33,15 @@ from policies.capabilities import (
     needs_of,
     unsupported_params,
 )
-from policies.compliance import (
-    TenantFacts,
-    apply_pii,
-    check_deployment,
-    effective_class,
-    filter_deployments,
-    tenant_facts,
-)
+from policies.compliance import TenantFacts, apply_pii, check_deployment
 from policies.health import BreakerState, filter_healthy, when_none_usable
 from policies.schema import (
     ComplianceSection,
-    ModelRouting,
     RoutingSection,
     TenantPolicy,
 )
 from policies.cost_per_success import ArmStats
+from policies.prepared import Prepared, prepare
 from policies.strategies import LatencyStats, PriceLike, StrategyInputs, order
 from policies.verdicts import (
     CHOSEN,
@@ -62,7 +55,6 @@ from providers.base import Deployment
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 # Defaults for absent sections, built once (pydantic models are frozen; building them per request costs)
-DEFAULT_MODEL_ROUTING = ModelRouting()
 DEFAULT_ROUTING = RoutingSection()
 
 
@@ -131,20 +123,24 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
            health: Mapping[str, BreakerState], latency: Mapping[str, LatencyStats],
            prices: Mapping[str, PriceLike | None], now: float, rand: float,
            model_facts: Mapping[str, ModelFacts] = _EMPTY, outcomes: Mapping[str, ArmStats] = _EMPTY,
-           rng: Random | None = None) -> Decision:
+           rng: Random | None = None, prepared: Prepared | None = None) -> Decision:
     """Decide the route for one request over ``deployments`` (the model's, in model_list order).
 
     ``health``, ``latency``, ``prices`` and ``model_facts`` are keyed by deployment id;
     a missing id is a closed breaker, no latency sample, unpriced, and unknown facts.
     ``now`` is epoch seconds; ``rand`` is uniform in [0, 1). ``outcomes`` (cost_per_success) is
     the request's task type's job outcomes by deployment id; ``rng`` its random source.
+    ``prepared``: the body-independent part (:mod:`policies.prepared`) for exactly this config,
+    tenant, model, header and ``deployments``, kept from an earlier request; None: built here.
     """
     routing, compliance = policies.routing, policies.compliance
-    tenant = tenant_facts(facts.tenant, policies.tenants)
-    model_routing = routing.for_model(facts.model) if routing else DEFAULT_MODEL_ROUTING
-    ctx = _Context(facts, deployments, tenant, model_routing.strategy, compliance)
+    if prepared is None:
+        prepared = prepare(facts.tenant, facts.model, facts.data_class_header, deployments, routing, compliance,
+                           policies.tenants)
+    tenant, model_routing = prepared.tenant, prepared.model_routing
+    ctx = _Context(facts, deployments, tenant, model_routing.strategy, compliance, prepared.index)
 
-    cls = effective_class(tenant, facts.data_class_header, compliance)
+    cls = prepared.data_class
     ctx.events += cls.events
     if cls.denial:
         return ctx.deny(cls.denial, cls.data_class, facts.body)
@@ -155,7 +151,7 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
     if found.denial:
         return ctx.deny(found.denial, data_class, body)
 
-    compliant = filter_deployments(deployments, data_class, tenant, compliance)
+    compliant, passing = prepared.compliant(data_class)
     ctx.excluded += compliant.excluded
     if not compliant.allowed:
         return ctx.deny(Denial(403, "no_compliant_deployment", (
@@ -201,8 +197,8 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
     if ordering.denial:
         return ctx.deny(ordering.denial, data_class, body)
     # Defence in depth: nothing reaches ``ordered`` that compliance did not allow.
-    ordered = tuple(d for d in ordering.ordered if d in compliant.allowed
-                    and check_deployment(d, data_class, tenant, compliance) is None)
+    # (``passing``: the ids check_deployment passes for this class, tenant and config)
+    ordered = tuple(d for d in ordering.ordered if d in compliant.allowed and d.id in passing)
     ctx.detail = ordering.detail
     return ctx.decide(ordered, ordering.why, data_class, body)
 
@@ -246,8 +242,8 @@ class _Context:
     """Collects exclusions and events while :func:`decide` runs, and builds the Decision."""
 
     def __init__(self, facts: RequestFacts, deployments: Sequence[Deployment], tenant: TenantFacts,
-                 strategy: str, compliance: ComplianceSection | None) -> None:
-        self.facts, self.deployments, self.tenant = facts, deployments, tenant
+                 strategy: str, compliance: ComplianceSection | None, index: Mapping[str, int]) -> None:
+        self.facts, self.deployments, self.tenant, self.index = facts, deployments, tenant, index
         self.strategy, self.compliance = strategy, compliance
         self.excluded: tuple[Consideration, ...] = ()
         self.events: tuple[AuditEvent, ...] = ()
@@ -274,7 +270,7 @@ class _Context:
     def _build(self, ordered: tuple[Deployment, ...], why: Mapping[str, str], data_class: str | None,
                body: Mapping[str, Any], considered: tuple[Consideration, ...], denial: Denial | None,
                events: tuple[AuditEvent, ...]) -> Decision:
-        index = {d.id: i for i, d in enumerate(self.deployments)}
+        index = self.index
         considered = tuple(sorted(considered, key=lambda c: index.get(c.deployment_id, len(index))))
         return Decision(self.facts.model, self.tenant, data_class, self.strategy, body, ordered, considered,
                         denial, events, MappingProxyType(dict(self.pii[0])), MappingProxyType(dict(self.pii[1])),

@@ -186,7 +186,11 @@ def filter_healthy(deployments: Iterable[Deployment], states: Mapping[str, Break
     """Keep closed and half-open (with a probe left) deployments; a missing state is closed."""
     allowed, out, waits = [], [], []
     for dep in deployments:
-        avail = availability(states.get(dep.id, BreakerState()), now, cfg)
+        state = states.get(dep.id)
+        if state is None or state.phase == CLOSED:  # what availability() says of it, without building it
+            allowed.append(dep)
+            continue
+        avail = availability(state, now, cfg)
         if avail.usable:
             allowed.append(dep)
         else:

@@ -14,7 +14,7 @@ import pytest
 from gateway.config.identity import Tenant
 from gateway.config.load import parse
 from gateway.errors import RateLimited
-from gateway.ledger.leases import LEASE_US, Lease, Leases, leasable
+from gateway.ledger.leases import LEASE_TTL_S, LEASE_US, Lease, Leases, leasable
 from gateway.ledger.limiter import Limiter
 from gateway.store.client import connect
 from tests.conftest import RedisServer
@@ -148,3 +148,56 @@ async def test_two_replicas_with_leases_stay_within_the_gcra_bound(redis_server:
     assert admitted >= 0.5 * bound  # leases lost to expiry hold back little
     for s in stores:
         await s.aclose()
+
+
+class CountingSettle:
+    """The limiter's SETTLE calls, counted (the script still runs on the real Redis)."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.calls: list[list[Any]] = []
+        script = limiter.settle_script
+
+        async def counted(**kwargs: Any) -> Any:
+            self.calls.append(kwargs["args"])
+            return await script(**kwargs)
+
+        limiter.settle_script = counted  # type: ignore[assignment]
+
+
+async def test_returns_after_a_lease_expired_are_summed_into_one_store_call(redis_server: RedisServer) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/{next(_dbs)}"
+    cfg = config(url, rpm=6_000_000, tpm=600_000_000)
+    store = connect(url)
+    limiter = Limiter(store, lambda: True)
+    settles = CountingSettle(limiter)
+    tenant = Tenant("t")
+
+    def returns() -> list[list[Any]]:  # SETTLE calls on the TPM bucket alone (a lease's give-back has both)
+        return [c[1:] for c in settles.calls if len(c) == 2]
+
+    grants = [await limiter.admit(tenant, cfg, lambda: 1000) for _ in range(10)]
+    lim = grants[0].token_limits[0]  # type: ignore[union-attr]
+    back = lim.increment(100) - lim.increment(1000)
+    for g in grants:
+        assert g is not None and g.lease is not None
+        g.lease.expires = 0.0  # expired: the return goes to the store
+        limiter.settle(g, 100)
+    assert returns() == []  # not yet: summed first
+    await asyncio.sleep(LEASE_TTL_S * 4)  # sent without anyone asking
+    assert returns() == [[10 * back]]
+    # drain() sends what is waiting at once
+    g = await limiter.admit(tenant, cfg, lambda: 1000)
+    assert g is not None and g.lease is not None
+    g.lease.expires = 0.0
+    limiter.settle(g, 100)
+    await limiter.drain()
+    assert returns() == [[10 * back], [back]]
+    # an addition (a request that used more than its worst case) is never held back
+    g2 = await limiter.admit(tenant, cfg, lambda: 1000)
+    assert g2 is not None and g2.lease is not None
+    g2.lease.expires = 0.0
+    limiter.settle(g2, 5000)
+    assert not limiter._returns
+    await limiter.drain()
+    assert returns()[-1] == [lim.increment(5000) - lim.increment(1000)]
+    await store.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import pytest
@@ -170,3 +171,22 @@ def test_detection_stays_linear_on_adversarial_text(text: str) -> None:
     started = time.perf_counter()
     pii.detect(text)
     assert time.perf_counter() - started < 3.0
+
+
+# --- the pre-filter: detect() skips text without a digit or an "@", and finds exactly what the full scan finds
+
+_PII_ALPHABET = st.sampled_from(list("abcXYZ @.-+()/_%#?:") + list("0123456789") + ["٣", "５", "\n", "é"])
+_PII_PIECES = st.sampled_from(["ann@corp.example", "+44 20 7946 0958", "4111 1111 1111 1111",
+                               "GB82 WEST 1234 5698 7654 32", "536-90-4399", "AB 12 34 56 C", "12345678Z",
+                               "https://medium.com/@a/b@c.io", "(555) 123-4567", "020 7946 0958", "Say hello."])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(_PII_ALPHABET, max_size=30) | _PII_PIECES, max_size=6).map("".join))
+def test_the_prefilter_finds_exactly_what_the_full_scan_finds(text: str) -> None:
+    assert pii.detect(text) == pii._detect(text)
+
+
+@given(st.text(max_size=200).map(lambda t: re.sub(r"[\d@]", "", t)))
+def test_text_without_a_digit_or_at_sign_has_no_personal_data(text: str) -> None:
+    assert pii._detect(text) == ()

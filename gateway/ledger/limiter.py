@@ -2,7 +2,9 @@
 
     admit   before the request is routed upstream: CHECK (one round trip) -> a Grant, or 429
     settle  when the attempt loop ends, on every path: SETTLE returns the unused part of the
-            TPM worst case (or adds what the request used beyond it); in the background
+            TPM worst case (or adds what the request used beyond it); in the background. Against
+            a lease while it lasts (no call); after it expired, returns are summed per set of
+            buckets and sent in one call within LEASE_TTL_S (an addition goes at once)
 
 The arithmetic is :mod:`gateway.ledger.limits` (pure); the scripts below are the same
 arithmetic against the store's clock (``TIME``), so that replicas share buckets without
@@ -25,7 +27,7 @@ from gateway.config.identity import Tenant
 from gateway.config.load import Config
 from gateway.errors import RateLimited, ServiceUnavailable
 from gateway.ledger import limits as L
-from gateway.ledger.leases import Lease, Leases, leasable
+from gateway.ledger.leases import LEASE_TTL_S, Lease, Leases, leasable
 from gateway.ledger.writer import UNREACHABLE
 from gateway.store.client import Store
 
@@ -95,6 +97,23 @@ class Grant:
     token_index: tuple[int, ...] = ()  # where the TPM buckets are among the lease's buckets
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A caller's buckets and what admitting against them needs, worked out once per config."""
+
+    limits: tuple[L.Limit, ...]
+    keys: tuple[str, ...]  # each bucket's key (a lease's key too)
+    token_index: tuple[int, ...]  # where the TPM buckets are
+    token_limits: tuple[L.Limit, ...]
+    token_keys: tuple[str, ...]
+
+    @classmethod
+    def of(cls, limits: tuple[L.Limit, ...]) -> "_Plan":
+        index = tuple(i for i, lim in enumerate(limits) if lim.dimension == L.TOKENS)
+        tpm = tuple(limits[i] for i in index)
+        return cls(limits, tuple(lim.key for lim in limits), index, tpm, tuple(lim.key for lim in tpm))
+
+
 class Limiter:
     def __init__(self, redis: Store, healthy: Callable[[], bool]) -> None:
         self.redis = redis
@@ -103,12 +122,19 @@ class Limiter:
         self.settle_script = redis.register_script(SETTLE)
         self.leases = Leases()
         self._persons: tuple[Config, dict[str, tuple[int | None, int | None]]] | None = None
-        self._plans: dict[Tenant, tuple[L.Limit, ...]] = {}  # for the config's limits section below
+        self._plans: dict[Tenant, _Plan] = {}  # for the config's limits section below
         self._plans_of: object = None
         self._settling: set[asyncio.Task[None]] = set()
+        # token returns of requests whose lease had expired, summed per set of buckets, sent together
+        # LEASE_TTL_S after the first (one store call per set instead of one per request)
+        self._returns: dict[tuple[str, ...], list[int]] = {}
+        self._returning: asyncio.TimerHandle | None = None
 
     def limits(self, tenant: Tenant, config: Config) -> tuple[L.Limit, ...]:
         """The buckets of ``tenant``'s requests (worked out once per caller and config)."""
+        return self._plan(tenant, config).limits
+
+    def _plan(self, tenant: Tenant, config: Config) -> _Plan:
         if self._plans_of is not config or len(self._plans) > 10_000:
             self._plans, self._plans_of = {}, config
         found = self._plans.get(tenant)
@@ -118,31 +144,32 @@ class Limiter:
                 if self._persons is None or self._persons[0] is not config:
                     self._persons = (config, L.person_limits(config.keys))
                 person = self._persons[1].get(tenant.person)
-            found = self._plans[tenant] = L.limits_for(tenant, config.limits, person)
+            found = self._plans[tenant] = _Plan.of(L.limits_for(tenant, config.limits, person))
         return found
 
     async def admit(self, tenant: Tenant, config: Config, worst_tokens: Callable[[], int]) -> Grant | None:
         """Charges the request against every bucket it is under, or raises 429 with the headers.
         None: no limit applies (no store call was made), or the store is down and we fail open.
         Under a large limit most requests are admitted against a local lease, with no store call."""
-        limits = self.limits(tenant, config)
+        plan = self._plan(tenant, config)
+        limits = plan.limits
         if not limits:
             return None
-        tokens = worst_tokens() if any(lim.dimension == L.TOKENS for lim in limits) else 0
+        tokens = worst_tokens() if plan.token_index else 0
         incs = [lim.increment(L.units(lim, tokens)) for lim in limits]
         if not leasable(incs):
-            return await self._admit(limits, tokens, incs, None, config)
-        keys = tuple(lim.key for lim in limits)
+            return await self._admit(plan, tokens, incs, None, config)
+        keys = plan.keys
         lease = self.leases.take(keys, incs)
         while lease is None and keys in self.leases.pending:  # another request is taking a lease: wait
             await asyncio.shield(self.leases.pending[keys])
             lease = self.leases.take(keys, incs)
         if lease is not None:
-            return self._grant(limits, tokens, lease.headers, lease)
+            return self._grant(plan, tokens, lease.headers, lease)
         done = self.leases.pending[keys] = asyncio.get_running_loop().create_future()
         try:
             give_back = self.leases.leftover(keys)
-            grant = await self._admit(limits, tokens, incs, self.leases.next_size(keys, incs), config)
+            grant = await self._admit(plan, tokens, incs, self.leases.next_size(keys, incs), config)
             if any(give_back):  # the old lease's unused part goes back to the shared buckets
                 self._background(keys, [-left for left in give_back])
             return grant
@@ -151,9 +178,10 @@ class Limiter:
                 del self.leases.pending[keys]
             done.set_result(None)
 
-    async def _admit(self, limits: tuple[L.Limit, ...], tokens: int, incs: list[int], extras: list[int] | None,
+    async def _admit(self, plan: _Plan, tokens: int, incs: list[int], extras: list[int] | None,
                      config: Config) -> Grant | None:
         """One CHECK call for this request, plus a lease of ``extras`` when there is room for it."""
+        limits = plan.limits
         lease_incs = [inc + extra for inc, extra in zip(incs, extras)] if extras else incs
         reply = await self._check(limits, lease_incs, config)
         if reply is None:
@@ -174,10 +202,10 @@ class Limiter:
             err.headers = L.headers(limits, levels)
             raise err
         if not extras:
-            return self._grant(limits, tokens, L.headers(limits, levels), None)
+            return self._grant(plan, tokens, L.headers(limits, levels), None)
         headers = L.headers(limits, [max(0, lvl - extra) for lvl, extra in zip(levels, extras)])
-        lease = self.leases.grant(tuple(lim.key for lim in limits), extras, headers)
-        return self._grant(limits, tokens, headers, lease)
+        lease = self.leases.grant(plan.keys, extras, headers)
+        return self._grant(plan, tokens, headers, lease)
 
     async def _check(self, limits: tuple[L.Limit, ...], increments: list[int], config: Config) -> Any:
         """The CHECK script's reply, or None when the store is unreachable and we fail open."""
@@ -197,20 +225,40 @@ class Limiter:
             return None
 
     @staticmethod
-    def _grant(limits: tuple[L.Limit, ...], tokens: int, headers: tuple[tuple[bytes, bytes], ...],
-               lease: Lease | None) -> Grant:
-        index = tuple(i for i, lim in enumerate(limits) if lim.dimension == L.TOKENS)
-        tpm = tuple(limits[i] for i in index)
-        return Grant(headers, tuple(lim.key for lim in tpm), tpm, tokens, lease, index)
+    def _grant(plan: _Plan, tokens: int, headers: tuple[tuple[bytes, bytes], ...], lease: Lease | None) -> Grant:
+        return Grant(headers, plan.token_keys, plan.token_limits, tokens, lease, plan.token_index)
 
     def settle(self, grant: Grant | None, used_tokens: int) -> None:
         """In the background: the TPM buckets are charged what the request used, not its worst case."""
         if grant is None or not grant.token_keys or used_tokens == grant.reserved:
             return
         deltas = [lim.increment(used_tokens) - lim.increment(grant.reserved) for lim in grant.token_limits]
-        if grant.lease is not None and grant.lease.credit(list(zip(grant.token_index, deltas)), time.monotonic()):
-            return  # settled against the lease it was charged to: no store call
+        if grant.lease is not None:
+            if grant.lease.credit(list(zip(grant.token_index, deltas)), time.monotonic()):
+                return  # settled against the lease it was charged to: no store call
+            if all(delta <= 0 for delta in deltas):
+                # a return to the shared buckets: a little later is safe (they hold more debt meanwhile,
+                # never less), so it joins the others of the next LEASE_TTL_S in one call
+                self._owe(grant.token_keys, deltas)
+                return
         self._background(grant.token_keys, deltas)
+
+    def _owe(self, keys: tuple[str, ...], deltas: list[int]) -> None:
+        owed = self._returns.get(keys)
+        if owed is None:
+            self._returns[keys] = deltas
+        else:
+            for i, delta in enumerate(deltas):
+                owed[i] += delta
+        if self._returning is None:
+            self._returning = asyncio.get_running_loop().call_later(LEASE_TTL_S, self._send_returns)
+
+    def _send_returns(self) -> None:
+        self._returning = None
+        returns, self._returns = self._returns, {}
+        for keys, deltas in returns.items():
+            if any(deltas):
+                self._background(keys, deltas)
 
     def _background(self, keys: tuple[str, ...], deltas: list[int]) -> None:
         task = asyncio.get_running_loop().create_task(self._settle(keys, deltas))
@@ -226,7 +274,10 @@ class Limiter:
             log.exception("rate limit settlement failed")
 
     async def drain(self) -> None:
-        """Waits for settlements in flight (tests; shutdown)."""
+        """Sends the returns waiting to be summed, then waits for settlements in flight (tests; shutdown)."""
+        if self._returning is not None:
+            self._returning.cancel()
+            self._send_returns()
         if self._settling:
             await asyncio.wait(list(self._settling), timeout=2)
 
