@@ -224,7 +224,7 @@ def sanity(port: int, sysobj: System, ctx: Ctx) -> str | None:
 
 
 MEDIAN_KEYS = ("rps", "lat_mean_us", "lat_stdev_us", "p50_us", "p90_us", "p99_us", "p999_us",
-               "cpu_us_per_req", "sut_cpu_pct", "mock_cpu_pct", "wrk_cpu")
+               "cpu_us_per_req", "store_cpu_us_per_req", "sut_cpu_pct", "mock_cpu_pct", "wrk_cpu")
 SUM_KEYS = ("requests", "bytes", "duration_us", "error_total", "upstream_requests")
 
 
@@ -254,7 +254,7 @@ def aggregate_rounds(rs: list[dict]) -> dict:
         out["upstream_per_response"] = min(r["upstream_per_response"] for r in ok)
     out["rounds"] = len(rs)
     out["failed_rounds"] = len(rs) - len(ok)
-    out["per_round"] = [{k: r.get(k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req",
+    out["per_round"] = [{k: r.get(k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req", "store_cpu_us_per_req",
                                                "other_cpu_pct", "steal_pct", "error_total", "error")
                          if k in r} for r in rs]
     return out

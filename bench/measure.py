@@ -11,6 +11,7 @@ from procstats import *  # noqa: F401,F403
 from report import *  # noqa: F401,F403
 from systems import *  # noqa: F401,F403
 from load import *  # noqa: F401,F403
+from store import cpus_allowed, find_embedded
 
 
 class SystemRun:
@@ -28,6 +29,7 @@ class SystemRun:
         self.port = 0
         self.pid = 0
         self.peak_rss = 0
+        self.store_pid = 0  # a Taskgate system's redis-server: its embedded one, or the shared one
         self.raw: dict[tuple[str, int], list[dict]] = {}
         self.probes: list[dict] = []
         self.headers: dict = {}
@@ -108,7 +110,23 @@ class SystemRun:
         self.res["processes"] = len(idle["pids"])
         self.peak_rss = idle["rss"]
         self.headers = sysobj.headers(ctx)
+        if isinstance(sysobj, Taskgate):
+            self._find_store(idle["pids"])
         return True
+
+    def _find_store(self, pids: list[int]) -> None:
+        shared = self.ctx.store is not None
+        self.store_pid = self.ctx.store.pid if shared else find_embedded(pids)
+        if not self.store_pid:
+            return
+        self.res["store"] = {
+            "kind": "shared" if shared else "embedded", "pid": self.store_pid,
+            "cpus": cpus_allowed(self.store_pid), "gateway_cpus": cpus_allowed(self.pid),
+            "idle_rss_mb": round(tree_stats(self.store_pid)["rss"] / 2**20, 1),
+            "in_system_numbers": not shared,
+        }
+        log(f"{self.name}: store {self.res['store']['kind']} (redis-server pid {self.store_pid} on CPU "
+            f"{self.res['store']['cpus']}, gateway on CPU {self.res['store']['gateway_cpus']})")
 
     def warmup(self):
         if not self._alive():
@@ -152,6 +170,7 @@ class SystemRun:
         before_up = mock_stats(ctx)
         before = tree_stats(pid)
         mock_before = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
+        store_before = tree_stats(self.store_pid)["cpu"] if self.store_pid else None
         host_before, self_before = host_cpu(), own_cpu()
         t_wall = time.perf_counter()
         r = run_wrk(self.port, self.sys.chat_path, self.sys.model, mode == "stream", c,
@@ -160,6 +179,7 @@ class SystemRun:
         host_after, self_after = host_cpu(), own_cpu()
         mock_after = tree_stats(ctx.mock_pid) if pid != ctx.mock_pid else None
         after = tree_stats(pid)
+        store_cpu = (tree_stats(self.store_pid)["cpu"] - store_before) if store_before is not None else None
         after_up = mock_stats(ctx)
         if "error" in r:
             return r
@@ -167,11 +187,15 @@ class SystemRun:
         sut_cpu = after["cpu"] - before["cpu"]
         mock_cpu = (mock_after["cpu"] - mock_before["cpu"]) if mock_before else 0.0
         r["cpu_us_per_req"] = round(sut_cpu * 1e6 / n, 1)
+        if store_cpu is not None:  # embedded: part of cpu_us_per_req; shared: on top of it
+            r["store_cpu_us_per_req"] = round(store_cpu * 1e6 / n, 1)
         r["sut_cpu_pct"] = round(100 * sut_cpu / wall, 1)
         r["mock_cpu_pct"] = round(100 * (mock_cpu if mock_before else sut_cpu) / wall, 1)
         if host_before and host_after:
             busy = host_after["busy"] - host_before["busy"]
             ours = sut_cpu + mock_cpu + r.get("wrk_cpu", 0.0) + (self_after - self_before)
+            if store_cpu is not None and ctx.store is not None:
+                ours += store_cpu  # the shared store serves this system only during its point
             r["other_cpu_pct"] = round(max(0.0, 100 * (busy - ours) / wall), 1)
             r["steal_pct"] = round(100 * (host_after["steal"] - host_before["steal"]) / wall, 1)
         if before_up and after_up:

@@ -132,9 +132,12 @@ def render_table(results: list[dict], plan: dict, der: dict, delay_ms: float) ->
 
     row("status", status)
     row("cold start (spawn → first 200), ms", lambda r, _: fmt_int(r["cold_start_ms"]))
+    def procs(r):
+        return f" ({r['processes']} processes)" if r.get("processes", 1) > 1 else ""
+
     row("RSS idle / peak, MB (process tree)",
-        lambda r, _: f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r
-        else (f"{r['idle_rss_mb']:.0f} / –" if "idle_rss_mb" in r else None))
+        lambda r, _: f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f}{procs(r)}" if "peak_rss_mb" in r
+        else (f"{r['idle_rss_mb']:.0f} / –{procs(r)}" if "idle_rss_mb" in r else None))
 
     def rps_cell(mode, c):
         def f(r, dv):
@@ -212,6 +215,25 @@ def render_table(results: list[dict], plan: dict, der: dict, delay_ms: float) ->
     row(f"CPU µs / request (non-stream c={cmax} / stream c={cs})",
         lambda r, _: f"{cpu('nonstream', cmax)(r, _)} / {cpu('stream', cs)(r, _)}"
         if _pt(r, "nonstream", cmax) else None)
+
+    if any(r.get("store") for r in results):
+        def store_where(r, _):
+            st = r.get("store")
+            if not st:
+                return None
+            inside = "in" if st["in_system_numbers"] else "not in"
+            return f"{st['kind']}, CPU {st['cpus']} (gateway CPU {st['gateway_cpus']}), {st['idle_rss_mb']:.0f} MB {inside} RSS"
+
+        def store_cpu(mode, c):
+            def f(r, _):
+                pt = _pt(r, mode, c)
+                return fmt_int(pt["store_cpu_us_per_req"]) if pt and "store_cpu_us_per_req" in pt else None
+            return f
+
+        row("store (redis-server): where, idle RSS", store_where)
+        row(f"store CPU µs / request (non-stream c={cmax} / stream c={cs})",
+            lambda r, _: f"{store_cpu('nonstream', cmax)(r, _)} / {store_cpu('stream', cs)(r, _)}"
+            if r.get("store") and _pt(r, "nonstream", cmax) else None)
 
     def errs(r, _):
         pts = [x for m in r.get("points", {}).values() for x in m.values()]

@@ -6,6 +6,7 @@
     bench/run.sh --delay-ms 50      # "50 ms upstream at c=64" check
     bench/run.sh --systems direct,passthrough,taskgate,litellm,portkey
     bench/run.sh --baseline HEAD~1  # also taskgate@<sha>: HEAD~1's code, same run
+    bench/run.sh --store shared     # Taskgate on the bench's own redis-server, on another core
 
 It starts the mock upstream (bench/mock_upstream.py, pinned on the load core),
 then for each system: starts it (pinned on the system-under-test core), waits
@@ -46,6 +47,7 @@ from systems import *  # noqa: E402,F401,F403
 
 from load import *  # noqa: E402,F401,F403
 from measure import *  # noqa: E402,F401,F403
+from store import APPENDFSYNC, SharedStore, pick_store_cpus  # noqa: E402
 
 
 def point_list(plan: dict) -> list[tuple[str, int]]:
@@ -117,6 +119,13 @@ def parse_args(argv=None):
     ap.add_argument("--sut-cpus", default="0", help="CPU list for the system under test")
     ap.add_argument("--load-cpus", default="1", help="CPU list for the mock, wrk and this script")
     ap.add_argument("--no-pin", action="store_true", help="don't use taskset")
+    ap.add_argument("--store", choices=("embedded", "shared"), default="embedded",
+                    help="Taskgate's store: embedded (each gateway's own redis-server, in its process tree) or "
+                         "shared (one redis-server of the bench's, appendonly yes + appendfsync everysec, on "
+                         "another core, as production runs; its CPU is reported apart)")
+    ap.add_argument("--store-cpus", default="auto",
+                    help="CPU list for the shared store; auto: a CPU outside --sut-cpus (outside --load-cpus "
+                         "too when there is one); none: unpinned")
     ap.add_argument("--startup-timeout", type=float, default=None,
                     help="seconds to wait for readiness (default per system: 30, taskgate 60, litellm 120)")
     ap.add_argument("--taskgate-cmd", default=None,
@@ -202,6 +211,8 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
     results: list[dict] = []
     mock = None
+    store = (SharedStore(tmp, pick_store_cpus(a.store_cpus, set(cpus), a.sut_cpus, a.load_cpus, pin))
+             if a.store == "shared" else None)
     t_run = time.perf_counter()
     try:
         mock_port = free_port()
@@ -214,6 +225,13 @@ def main(argv=None) -> int:
             print(f"mock upstream failed to start: {err}\n{mock.log_tail()}", file=sys.stderr)
             return 1
         ctx = Ctx(a, tmp, mock_port, mock.pid, pin)
+        if store is not None:
+            err = store.start()
+            if err:
+                print(f"--store shared: {err}", file=sys.stderr)
+                return 1
+            ctx.store = store
+            log(f"store {store.describe()}")
         ctx.mock_cold_ms = round(secs * 1000, 1)
         ctx.log_dir = out_json.with_suffix(".logs")
         ctx.sut_cpus, ctx.load_cpus = a.sut_cpus, (a.load_cpus if pin else None)
@@ -231,6 +249,8 @@ def main(argv=None) -> int:
             sampler.stop()
         results = [r.res for r in runs]
     finally:
+        if store is not None:
+            store.stop()
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -240,7 +260,7 @@ def main(argv=None) -> int:
     title = (f"Taskgate bench {started:%Y-%m-%d %H:%M:%S} · git {git_rev() or '?'} · "
              f"{plan['duration']} s points · mock delay {a.delay_ms:g} ms, {a.chunks} chunks"
              + (f" every {a.chunk_interval_ms:g} ms" if a.chunk_interval_ms else "")
-             + f" · workers {a.workers} · "
+             + f" · workers {a.workers} · store {a.store} · "
              + ("sequential · " if a.sequential else "interleaved · ")
              + (f"median of {plan['rounds']} rounds · " if plan["rounds"] > 1 else "")
              + (f"SUT on cpu {a.sut_cpus}, mock+wrk on cpu {a.load_cpus}" if pin else "unpinned"))
@@ -265,6 +285,9 @@ def main(argv=None) -> int:
             if r.get("log_tail"):
                 note += "\n  ```\n  " + r["log_tail"].replace("\n", "\n  ") + "\n  ```"
             notes.append(note)
+    notes.append("store: " + (store.describe() if store is not None else
+                              "embedded: each Taskgate system's own redis-server (store.url: embedded), a child in "
+                              "its process tree, so in its CPU and RSS (store rows: where it ran, and its part of the CPU)"))
     notes.append("versions: " + "; ".join(f"{r['name']}: {r.get('version') or '?'}" for r in results))
     load_after = os.getloadavg()
     notes.append(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}; "
@@ -282,6 +305,8 @@ def main(argv=None) -> int:
             "wrk": (lambda p: (p.stdout + p.stderr).splitlines()[:1])(subprocess.run(["wrk", "-v"], capture_output=True, text=True)),
             "loadavg_before": load_before, "loadavg_after": load_after,
             "psutil": psutil is not None,
+            "store": ({"kind": "shared", "port": store.port, "cpus": store.cpus, "appendonly": True,
+                       "appendfsync": APPENDFSYNC, "dbs": store.dbs} if store is not None else {"kind": "embedded"}),
             "baseline": ({"rev": a.baseline, "sha": baseline.sha, "name": baseline.name,
                           "worktree": str(baseline.worktree)} if baseline else None),
             "total_seconds": round(time.perf_counter() - t_run, 1),

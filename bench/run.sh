@@ -6,6 +6,8 @@
 #   bench/run.sh --systems direct,passthrough,taskgate,litellm,portkey   # after bench/setup_peers.sh
 #   bench/run.sh --baseline HEAD~1  # before/after in one run: adds taskgate@<sha>, the code of
 #                                   # HEAD~1 from a git worktree in /tmp/taskgate-bench-baseline-<sha>
+#   bench/run.sh --store shared     # Taskgate on a shared redis-server (appendfsync everysec) on another core
+#   bench/run.sh --workers 2        # two gateway workers
 # Uses $VENV (default /work/venv, else .venv, else the python3 on PATH);
 # installs wrk (Debian package, root only) and psutil when missing.
 set -euo pipefail

@@ -26,6 +26,7 @@ class Ctx:
         self.mock_v1 = f"{self.mock_base}/v1"
         self.pin = pin
         self.log_dir: Path | None = None
+        self.store = None  # store.SharedStore with --store shared, else None (each gateway's embedded store)
 
 
 class System:
@@ -94,6 +95,15 @@ def render_template(src: Path, dst: Path, ctx: Ctx) -> Path:
     return dst
 
 
+def taskgate_config(ctx: Ctx, workdir: Path, system: str) -> Path:
+    """bench/gateway.yaml for one Taskgate system; with --store shared, on the bench's redis-server."""
+    cfg = render_template(BENCH / "gateway.yaml", workdir / "gateway.yaml", ctx)
+    if ctx.store is not None:
+        with cfg.open("a") as f:
+            f.write(f"\n# --store shared (bench/store.py)\nstore:\n  url: {ctx.store.url(system)}\n")
+    return cfg
+
+
 class Taskgate(System):
     name = "taskgate"
     description = "taskgate serve --config bench/gateway.yaml"
@@ -101,7 +111,7 @@ class Taskgate(System):
     startup_timeout = 60.0
 
     def command(self, ctx, port, workdir):
-        cfg = render_template(BENCH / "gateway.yaml", workdir / "gateway.yaml", ctx)
+        cfg = taskgate_config(ctx, workdir, self.name)
         a = ctx.args
         if a.taskgate_cmd:
             base = shlex.split(a.taskgate_cmd)
@@ -201,7 +211,7 @@ class TaskgateBaseline(Taskgate):
         return None
 
     def command(self, ctx, port, workdir):
-        cfg = render_template(BENCH / "gateway.yaml", workdir / "gateway.yaml", ctx)
+        cfg = taskgate_config(ctx, workdir, self.name)
         return [sys.executable, "-c", BASELINE_BOOT, "serve", "--config", str(cfg),
                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(ctx.args.workers)]
 

@@ -90,7 +90,8 @@ def build_snapshot(config: Config, price_map: Mapping[str, Mapping[str, Any]] | 
         _derive(dep, full, prices, facts, unary, stream)
     group_params = {name: _common_params(group) for name, group in config.groups.items()}
     return Snapshot(config, MappingProxyType(prices), MappingProxyType(facts), MappingProxyType(unary),
-                    MappingProxyType(stream), MappingProxyType(group_params), full,
+                    MappingProxyType(stream), MappingProxyType(group_params),
+                    full if config.wildcards else MappingProxyType({}),
                     _tables=(prices, facts, unary, stream), price_source=source)
 
 

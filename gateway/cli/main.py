@@ -88,7 +88,7 @@ def _deployment_line(dep_id: str, kind: str, model: str, info: Mapping[str, obje
     return f"{dep_id}: {kind}/{model}" + (f" [{', '.join(where)}]" if where else "")
 
 
-def startup_lines(cfg: config_mod.Config, url: str) -> list[str]:
+def startup_lines(cfg: config_mod.Config, url: str, placement: str | None = None) -> list[str]:
     """What ``serve`` prints at start: the models and deployments it serves, the store and auth."""
     lines = [f"taskgate: config {cfg.source}"]
     for name in cfg.public_models():
@@ -99,7 +99,7 @@ def startup_lines(cfg: config_mod.Config, url: str) -> list[str]:
     if cfg.disabled:
         lines.append(f"  {len(cfg.disabled)} deployment(s) disabled: `taskgate check` says why")
     store = f"embedded at {os.path.abspath(cfg.store.path)}" if cfg.store.url == "embedded" else "redis (shared)"
-    lines.append(f"  store: {store}")
+    lines.append(f"  store: {store}" + (f" ({placement})" if placement else ""))
     if cfg.keys:
         lines.append(f"  auth: on ({len(cfg.keys)} key(s))")
     else:
@@ -121,24 +121,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.access_log:
         os.environ[ACCESS_LOG_ENV] = "1"
-    print("\n".join(startup_lines(cfg, f"http://{args.host}:{args.port}")), file=sys.stderr, flush=True)
+    from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, StoreError, cpu_plan
+
+    starts_store = cfg.store.url == "embedded" and STORE_URL_ENV not in os.environ
+    plan = cpu_plan(cfg.store.pin_cpu, args.workers) if starts_store else None
+    print("\n".join(startup_lines(cfg, f"http://{args.host}:{args.port}", plan.describe() if plan else None)),
+          file=sys.stderr, flush=True)
     if (warning := open_warning(cfg, args.host)) is not None:
         print(warning, file=sys.stderr, flush=True)
     import uvicorn
     from uvicorn.importer import import_from_string
 
-    from gateway.store.embedded import STORE_URL_ENV, EmbeddedRedis, StoreError
-
     os.environ["TASKGATE_CONFIG"] = os.path.abspath(cfg.source)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     embedded = None
-    if cfg.store.url == "embedded" and STORE_URL_ENV not in os.environ:
-        embedded = EmbeddedRedis(cfg.store.path)
+    if starts_store:
+        embedded = EmbeddedRedis(cfg.store.path, cpus=plan.store if plan else None)
         try:
             os.environ[STORE_URL_ENV] = embedded.start()
         except StoreError as exc:
             print(f"taskgate: {exc}", file=sys.stderr)
             return 1
+        if plan is not None:  # this process, its threads and the workers it starts stay off the store's CPU
+            os.sched_setaffinity(0, plan.gateway)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskgate-metrics-")
     level = os.environ.get("TASKGATE_LOG_LEVEL", "INFO").upper()
@@ -149,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             http=import_from_string("gateway.edge.server:TaskgateHttpProtocol"), loop="uvloop", lifespan="on",
             access_log=False, log_config=log_config(level),
             proxy_headers=False,  # applied to the FastAPI endpoints only (gateway/edge/asgi.py)
+            ws="none",  # no WebSocket endpoint: an upgrade request is plain HTTP (and the websockets library stays unloaded)
             timeout_graceful_shutdown=max(1, math.ceil(cfg.server.drain_timeout_s)),
         )
     finally:
@@ -157,7 +163,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+SERVER_COMMANDS = ("serve", "check")
+
+
+def parser(server_only: bool = False) -> argparse.ArgumentParser:
+    """The command line. ``server_only``: just ``serve`` and ``check``, without importing the client
+    commands' modules (HTTP client, tables, CSV): a server process does not keep them in memory."""
     p = argparse.ArgumentParser(prog="taskgate", description="An LLM gateway that prices AI work per completed task.")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
@@ -174,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true",
                        help="fail when a deployment uses a provider kind Taskgate cannot serve")
     check.set_defaults(func=cmd_check)
+    if server_only:
+        return p
     # --- ledger commands: tasks, tasks show, tasks complete, report (gateway/cli/tasks.py) ---
     from gateway.cli.tasks import add_commands as add_ledger_commands
 
@@ -192,7 +205,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser(server_only=bool(argv) and argv[0] in SERVER_COMMANDS).parse_args(argv)
     if getattr(args, "workers", 1) < 1:
         print("taskgate: --workers must be at least 1", file=sys.stderr)
         return 2

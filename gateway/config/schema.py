@@ -76,6 +76,15 @@ class StoreSection(Strict):
     path: str = ".taskgate"  # data directory of the embedded store
     spool_dir: str | None = None  # default: <path>/spool
     on_unavailable: Literal["fail_open", "fail_closed"] = "fail_open"
+    # embedded store only: "auto" runs redis-server on the last CPU and the gateway on the others,
+    # when there are 2+ CPUs and fewer workers than CPUs (gateway/store/embedded.py); "off": no pinning
+    pin_cpu: Literal["auto", "off"] = "auto"
+
+    @field_validator("pin_cpu", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML reads a bare off / false as a boolean
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("url")
     @classmethod

@@ -15,19 +15,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
-from fastapi import Query
-from starlette.requests import Request
 
 from gateway.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, ServiceUnavailable
 
 BUSY_RETRY_AFTER_S = 1
 MAX_TIME_S = 95_617_584_000.0  # the year 5000
 
+if TYPE_CHECKING:  # FastAPI is imported off the start-up path, with the API (gateway/edge/asgi.py)
+    from starlette.requests import Request
+
 
 def time_query() -> Any:
+    from fastapi import Query
+
     return Query(default=None, ge=0, le=MAX_TIME_S, allow_inf_nan=False)
 
 

