@@ -16,7 +16,6 @@ import orjson
 from gateway.accounting.pricing import format_usd
 from gateway.accounting.records import AttemptRecord
 from gateway.config.load import Config
-from gateway.config.schema import TasksSection
 from gateway.ledger.keys import TenantKeys, for_tenant
 
 INTERRUPTED_ATTEMPT = 999  # the attempt number of a settlement: never a real attempt's
@@ -44,31 +43,12 @@ def task_keys(keys: TenantKeys, task_id: str, period: tuple[str, str]) -> dict[s
 
 @functools.lru_cache(maxsize=256)
 def _tenant_keys_json(tenant: str, period: tuple[str, str], dedup_ttl: int) -> str:
-    """The part of :func:`keys_json` that depends on the tenant and the day only (without its ``{``)."""
+    """The part of the keys object that depends on the tenant and the day only (without its ``{``)."""
     keys = for_tenant(tenant)
     rest = task_keys(keys, "", period)
     del rest["task"], rest["att"]
     return orjson.dumps({**rest, "seenp": keys.seen_prefix, "settledp": keys.settled_prefix,
                          "dedup_ttl": dedup_ttl}).decode()[1:]
-
-
-def keys_json(tenant: str, task_id: str, period: tuple[str, str], dedup_ttl: int) -> str:
-    """The keys a task's records are written to (the first part of the RECORD script's argument).
-    The script adds the request id and attempt number to ``seenp`` and ``settledp`` (prefixes from
-    gateway/ledger/keys.py). Task ids and tenant names are validated to characters that JSON
-    never escapes, so the two task keys are joined in as they are."""
-    keys = for_tenant(tenant)
-    return (f'{{"task":"{keys.task(task_id)}","att":"{keys.attempts(task_id)}",'
-            + _tenant_keys_json(tenant, period, dedup_ttl))
-
-
-def record_keys(rec: AttemptRecord, dedup_ttl: int) -> str:
-    period = rec.spend_period if rec.spend_period[0] else period_of(rec.started_at)
-    out = keys_json(rec.tenant, rec.task_id, period, dedup_ttl)
-    if rec.key_spend:  # the virtual keys' lifetime spend (their budgets): no expiry, unlike the day and month
-        keys = for_tenant(rec.tenant)
-        out = out[:-1] + ',"kspend":' + orjson.dumps([keys.key_spend(k) for k in rec.key_spend]).decode() + "}"
-    return out
 
 
 def who(rec: AttemptRecord) -> str:
@@ -79,44 +59,62 @@ def who(rec: AttemptRecord) -> str:
     return rec.key_id or "-"
 
 
-def record_arg(rec: AttemptRecord, settings: TasksSection) -> dict[str, Any]:
-    """One attempt record as stored (the second line of the RECORD script's argument)."""
+def record_json(rec: AttemptRecord) -> bytes:
+    """One attempt record as stored (the second line of the RECORD script's argument), as JSON: built
+    in few steps, as this runs twice per request (the intent and the final record); byte for byte what
+    the encoder before it wrote (tests/test_ledger_line.py keeps that one and compares)."""
     u = rec.usage
-    one_request = rec.one_request
+    cost = rec.cost_picousd
+    if u is None:
+        tokens: tuple[Any, ...] = (0, 0, 0, 0, 0, None)
+    else:
+        tokens = (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens,
+                  u.cache_write_tokens, u.service_tier)
+    source = rec.usage_source
+    reserved = rec.reserved_picousd
+    budget = rec.budget_picousd
     out: dict[str, Any] = {
         "tenant": rec.tenant, "task_id": rec.task_id, "task_type": rec.task_type,
         "request_id": rec.request_id, "attempt": rec.attempt, "ts": f"{rec.started_at + rec.duration_s:.6f}",
         "operation": rec.operation, "model": rec.model, "deployment": rec.deployment, "provider": rec.provider,
         "outcome": rec.outcome, "status": rec.status, "error_reason": rec.error_reason or "",
-        "input_tokens": u.input_tokens if u else 0, "output_tokens": u.output_tokens if u else 0,
-        "cached_input_tokens": u.cached_input_tokens if u else 0,
-        "reasoning_tokens": u.reasoning_tokens if u else 0,
-        "cache_write_tokens": u.cache_write_tokens if u else 0,
-        "service_tier": u.service_tier if u else None,
-        "usage_source": rec.usage_source, "usage_lower_bound": rec.usage_lower_bound,
-        "cost_source": ("unpriced" if rec.cost_picousd is None else
-                        "estimated" if rec.usage_source == "estimated" else "computed"),
-        "cost": "" if rec.cost_picousd is None else str(rec.cost_picousd),
-        "cost_usd": "" if rec.cost_picousd is None else format_usd(rec.cost_picousd),
-        "waste_reason": rec.waste_reason or "", "final": rec.final, "one_request": one_request,
-        "duration_s": round(rec.duration_s, 6), "ttft_s": rec.ttft_s,
-        "end_outcome": rec.end_outcome or "",
-        "reserved": "" if not rec.reserved_picousd else str(rec.reserved_picousd),
-        "budget": "" if rec.budget_picousd is None else str(rec.budget_picousd),
+        "input_tokens": tokens[0], "output_tokens": tokens[1], "cached_input_tokens": tokens[2],
+        "reasoning_tokens": tokens[3], "cache_write_tokens": tokens[4], "service_tier": tokens[5],
+        "usage_source": source, "usage_lower_bound": rec.usage_lower_bound,
+        "cost_source": "unpriced" if cost is None else "estimated" if source == "estimated" else "computed",
+        "cost": "" if cost is None else str(cost), "cost_usd": "" if cost is None else format_usd(cost),
+        "waste_reason": rec.waste_reason or "", "final": rec.final, "one_request": rec.one_request,
+        "duration_s": round(rec.duration_s, 6), "ttft_s": rec.ttft_s, "end_outcome": rec.end_outcome or "",
+        "reserved": str(reserved) if reserved else "", "budget": "" if budget is None else str(budget),
     }
-    if rec.key_id is not None:  # who acted; a gateway without auth stores none of it (bytes per request)
-        out.update(key_id=rec.key_id, actor=rec.actor, who=who(rec))
+    key_id = rec.key_id
+    if key_id is not None:
+        out["key_id"] = key_id
+        out["actor"] = rec.actor
+        out["who"] = who(rec)
         if rec.agent is not None:
-            out.update(agent=rec.agent, person=rec.person)
-    return out
+            out["agent"] = rec.agent
+            out["person"] = rec.person
+    return orjson.dumps(out)
 
 
-def with_settings(keys: str, rec: AttemptRecord, settings: TasksSection) -> str:
-    """``keys`` (a JSON object) with what the RECORD script needs to know but the record as stored
-    does not (its day, retention and the export stream's length): the keys part is not stored."""
+def keys_tail(rec: AttemptRecord, period: tuple[str, str], day: str, keys: TenantKeys, config: Config) -> str:
+    """What follows ``{"task":"<key>","att":"<key>",`` in the keys object of ``rec`` (the first line of
+    the RECORD script's argument): the tenant's keys, the virtual keys' lifetime spend (``kspend``: no
+    expiry, unlike the day and month), what the script needs to know but the record as stored does not
+    (its day, retention and the export stream's length) and :func:`route_suffix`. Task ids and tenant
+    names are validated to characters JSON never escapes, so the two task keys are joined in as they
+    are; the script adds the request id and attempt number to ``seenp`` and ``settledp``. This depends
+    on the tenant, the spend period, the day, the public model, the virtual keys, whether the task is
+    the request's own and the config, not on the task id: the ledger keeps it per those
+    (gateway/ledger/ledger.py ``_line``)."""
+    settings = config.tasks
+    out = _tenant_keys_json(rec.tenant, period, settings.dedup_window_hours * 3600)[:-1]
+    if rec.key_spend:
+        out += ',"kspend":' + orjson.dumps([keys.key_spend(k) for k in rec.key_spend]).decode()
     retention = settings.one_request_retention_hours * 3600 if rec.one_request else settings.retention_days * 86400
-    return (f'{keys[:-1]},"day":"{utc_day(time.time())}","retention":{retention},'
-            f'"stream_maxlen":{settings.records_stream_maxlen}}}')
+    return (f'{out},"day":"{day}","retention":{retention},"stream_maxlen":{settings.records_stream_maxlen}'
+            f'{route_suffix(rec.model, keys, config)}}}')
 
 
 def route_suffix(model: str, tenant_keys: TenantKeys, config: Config) -> str:

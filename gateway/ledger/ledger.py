@@ -32,13 +32,11 @@ from gateway.errors import Conflict, NotFound, RateLimited, ServiceUnavailable
 from gateway.ledger import scripts
 from gateway.ledger.deadletter import DeadLetters
 from gateway.ledger.encode import (
+    keys_tail,
     period_of,
-    record_arg,
-    record_keys,
-    route_suffix,
+    record_json,
     task_keys,
     utc_day,
-    with_settings,
 )
 from gateway.ledger.history import OpenedBudgets
 from gateway.ledger.keys import AUDIT, TENANTS, TenantKeys, for_tenant
@@ -79,8 +77,9 @@ class Ledger(Reads):
         self._tenants: set[str] = set()  # registered in the store's tenant set by this process
         self._in_flight: dict[str, TenantKeys] = {}  # request id -> keys, for lease renewal
         self._loops: list[asyncio.Task[None]] = []
-        self._routes_of: Config | None = None  # the config _routes was made from
-        self._routes: dict[tuple[str, str], str] = {}  # (tenant, model) -> encode.route_suffix
+        self._tails_of: Config | None = None  # the config _tails was made from
+        # (tenant, model, spend period, day, one request, key_spend) -> encode.keys_tail
+        self._tails: dict[tuple[str, str, tuple[str, str], str, bool, tuple[str, ...]], str] = {}
         self.opened = OpenedBudgets(redis)  # budgets of tasks opened with POST /v1/tasks (gateway/ledger/history.py)
 
     @property
@@ -137,17 +136,20 @@ class Ledger(Reads):
         return self.settings.dedup_window_hours * 3600
 
     def _line(self, rec: AttemptRecord, keys: TenantKeys) -> tuple[str, str]:
-        """The RECORD argument (keys, then the record) and the record alone."""
+        """The RECORD argument (keys, then the record) and the record alone. The keys object after
+        the task's two keys (encode.keys_tail) is kept per what it depends on, for this config."""
         config = self.config
-        settings = config.tasks
-        line = orjson.dumps(record_arg(rec, settings)).decode()
-        head = with_settings(record_keys(rec, settings.dedup_window_hours * 3600), rec, settings)
-        if config is not self._routes_of or len(self._routes) > 1024:  # a reload: routing may have changed
-            self._routes_of, self._routes = config, {}
-        route = self._routes.get((rec.tenant, rec.model))
-        if route is None:
-            route = self._routes[(rec.tenant, rec.model)] = route_suffix(rec.model, keys, config)
-        return (f"{head[:-1]}{route}}}" if route else head) + "\x1e" + line, line
+        if config is not self._tails_of or len(self._tails) > 1024:  # a reload: settings or routing may differ
+            self._tails_of, self._tails = config, {}
+        period = rec.spend_period if rec.spend_period[0] else period_of(rec.started_at)
+        day = utc_day(time.time())
+        at = (rec.tenant, rec.model, period, day, rec.one_request, rec.key_spend)
+        tail = self._tails.get(at)
+        if tail is None:
+            tail = self._tails[at] = keys_tail(rec, period, day, keys, config)
+        line = record_json(rec).decode()
+        task_id = rec.task_id
+        return f'{{"task":"{keys.task(task_id)}","att":"{keys.attempts(task_id)}",{tail}\x1e{line}', line
 
     def record(self, rec: AttemptRecord) -> str:
         """Queues the attempt for Redis; returns the record as written (JSON), for the usage log."""

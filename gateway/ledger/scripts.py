@@ -32,7 +32,7 @@ end
 # counted, or its request was settled as interrupted first), 1 counted, {2, type, cost,
 # outcome, waste, model} counted and it ended a one-request task, {-1, reason} refused (nothing written).
 _RECORD_FN = END_TASK + ONE_REQUEST + _VALID + r"""
--- The keys part: '{"task":"<key>","att":"<key>",<the rest>}' (gateway/ledger/encode.py keys_json: task
+-- The keys part: '{"task":"<key>","att":"<key>",<the rest>}' (gateway/ledger/ledger.py _line: task
 -- ids never need escaping). The rest is the same for every record of a tenant and day in a call:
 -- decoded once per call, each record's keys a table that falls back to it. Other shapes: decoded whole.
 local KEYS_OF = {}
