@@ -135,6 +135,19 @@ class Taskgate(System):
         return f"taskgate {_dist_version('taskgate')} @ {git_rev() or '?'}{_dirty(ROOT)}"
 
 
+
+class TaskgateTwoWorkers(Taskgate):
+    """The same gateway with two workers, in the same run as ``taskgate`` (one worker), so that
+    the issue's "--workers 2 >= 1.6x one worker" compares two systems measured side by side."""
+
+    name = "taskgate-2w"
+    description = "taskgate serve --config bench/gateway.yaml --workers 2"
+
+    def command(self, ctx, port, workdir):
+        cmd = super().command(ctx, port, workdir)
+        cmd[-1] = "2"  # after "--workers"
+        return cmd
+
 def _git(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess:
     # --no-optional-locks: never touch an index (another process may be committing)
     return subprocess.run(["git", "--no-optional-locks", "-C", str(cwd), *args],
@@ -314,6 +327,6 @@ def _node_version() -> str:
         return "?"
 
 
-SYSTEMS: dict[str, type[System]] = {c.name: c for c in (Direct, Passthrough, Taskgate, LiteLLM, Portkey)}
+SYSTEMS: dict[str, type[System]] = {c.name: c for c in (Direct, Passthrough, Taskgate, TaskgateTwoWorkers, LiteLLM, Portkey)}
 
 
