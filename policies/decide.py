@@ -95,6 +95,9 @@ class Decision:
     compliance: ComplianceSection | None = field(default=None, repr=False, compare=False)
     probes: tuple[str, ...] = ()  # panic: ids whose open breakers the gateway lets a probe through
     strategy_detail: Mapping[str, Any] | None = None  # the numbers behind the order (cost_per_success)
+    # the ids check_deployment passes for ``data_class``, tenant and config (None: not worked out);
+    # :func:`still_allowed` reads it instead of checking each deployment again
+    passing: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def chosen(self) -> Deployment | None:
@@ -123,7 +126,7 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
            health: Mapping[str, BreakerState], latency: Mapping[str, LatencyStats],
            prices: Mapping[str, PriceLike | None], now: float, rand: float,
            model_facts: Mapping[str, ModelFacts] = _EMPTY, outcomes: Mapping[str, ArmStats] = _EMPTY,
-           rng: Random | None = None, prepared: Prepared | None = None) -> Decision:
+           rng: Random | None = None, prepared: Prepared | None = None, lite: bool = False) -> Decision:
     """Decide the route for one request over ``deployments`` (the model's, in model_list order).
 
     ``health``, ``latency``, ``prices`` and ``model_facts`` are keyed by deployment id;
@@ -132,6 +135,9 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
     the request's task type's job outcomes by deployment id; ``rng`` its random source.
     ``prepared``: the body-independent part (:mod:`policies.prepared`) for exactly this config,
     tenant, model, header and ``deployments``, kept from an earlier request; None: built here.
+    ``lite``: for a request, not ``/v1/route/explain``: an allowed decision leaves out what only explain
+    shows (``considered``, the strategy's reasons); its order, chosen deployment, class, body and
+    events are the same (tests/test_policy_prepared.py). Denials are always complete.
     """
     routing, compliance = policies.routing, policies.compliance
     if prepared is None:
@@ -152,6 +158,7 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
         return ctx.deny(found.denial, data_class, body)
 
     compliant, passing = prepared.compliant(data_class)
+    ctx.passing = passing
     ctx.excluded += compliant.excluded
     if not compliant.allowed:
         return ctx.deny(Denial(403, "no_compliant_deployment", (
@@ -192,7 +199,7 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
         model=facts.model, rand=rand, latency=latency, prices=prices, prompt_tokens=facts.prompt_tokens,
         output_tokens=_output_tokens(body, routing), stream=bool(body.get("stream")),
         budget_remaining_picousd=facts.budget_remaining_picousd, outcomes=outcomes, rng=rng,
-        task_type=facts.task_type))
+        task_type=facts.task_type, lite=lite))
     ctx.excluded += ordering.dropped
     if ordering.denial:
         return ctx.deny(ordering.denial, data_class, body)
@@ -200,6 +207,8 @@ def decide(facts: RequestFacts, deployments: Sequence[Deployment], policies: Pol
     # (``passing``: the ids check_deployment passes for this class, tenant and config)
     ordered = tuple(d for d in ordering.ordered if d in compliant.allowed and d.id in passing)
     ctx.detail = ordering.detail
+    if lite:
+        return ctx.lite(ordered, data_class, body)
     return ctx.decide(ordered, ordering.why, data_class, body)
 
 
@@ -207,9 +216,14 @@ def still_allowed(decision: Decision, deployment: Deployment) -> bool:
     """May ``deployment`` be attempted under ``decision``? Call before every attempt.
 
     True only for a deployment that the decision ordered and that compliance still
-    allows for the decision's final data class and tenant."""
-    return (decision.denial is None and any(d is deployment or d == deployment for d in decision.ordered)
-            and check_deployment(deployment, decision.data_class, decision.tenant, decision.compliance) is None)
+    allows for the decision's final data class and tenant (by ``decision.passing``, which
+    check_deployment worked out for exactly that class, tenant and config, else checked here)."""
+    if decision.denial is not None or not any(d is deployment or d == deployment for d in decision.ordered):
+        return False
+    passing = decision.passing
+    if passing is not None:
+        return deployment.id in passing
+    return check_deployment(deployment, decision.data_class, decision.tenant, decision.compliance) is None
 
 
 def _unavailable(model: str, data_class: str | None, compliance: ComplianceSection | None,
@@ -250,6 +264,7 @@ class _Context:
         self.pii: tuple[Mapping[str, int], Mapping[str, int]] = (_EMPTY, _EMPTY)
         self.probes: tuple[str, ...] = ()
         self.detail: Mapping[str, Any] | None = None
+        self.passing: frozenset[str] | None = None
 
     def deny(self, denial: Denial, data_class: str | None, body: Mapping[str, Any]) -> Decision:
         events = self.events
@@ -267,6 +282,12 @@ class _Context:
                        for i, d in enumerate(ordered))
         return self._build(ordered, why, data_class, body, self.excluded + picked, None, self.events)
 
+    def lite(self, ordered: tuple[Deployment, ...], data_class: str | None, body: Mapping[str, Any]) -> Decision:
+        """An allowed decision without ``considered`` (only explain shows it; see :func:`decide`)."""
+        return Decision(self.facts.model, self.tenant, data_class, self.strategy, body, ordered, (), None,
+                        self.events, MappingProxyType(dict(self.pii[0])), MappingProxyType(dict(self.pii[1])),
+                        self.compliance, self.probes, self.detail, self.passing)
+
     def _build(self, ordered: tuple[Deployment, ...], why: Mapping[str, str], data_class: str | None,
                body: Mapping[str, Any], considered: tuple[Consideration, ...], denial: Denial | None,
                events: tuple[AuditEvent, ...]) -> Decision:
@@ -275,4 +296,4 @@ class _Context:
         return Decision(self.facts.model, self.tenant, data_class, self.strategy, body, ordered, considered,
                         denial, events, MappingProxyType(dict(self.pii[0])), MappingProxyType(dict(self.pii[1])),
                         self.compliance, self.probes if denial is None else (),
-                        self.detail if denial is None else None)
+                        self.detail if denial is None else None, self.passing if denial is None else None)

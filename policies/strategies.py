@@ -90,6 +90,7 @@ class StrategyInputs:
     outcomes: Mapping[str, ArmStats] = field(default_factory=lambda: MappingProxyType({}))
     rng: Random | None = None
     task_type: str = "default"
+    lite: bool = False  # the reasons (``Ordering.why``) are not wanted: only explain shows them
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,8 @@ def usd(picousd: int) -> str:
 
 
 def _priority(deps: Sequence[Deployment], mr: ModelRouting, inp: StrategyInputs) -> Ordering:
+    if inp.lite:
+        return Ordering(tuple(deps), _NO_WHY)
     return Ordering(tuple(deps), {d.id: f"model_list position {i + 1}" for i, d in enumerate(deps)})
 
 
@@ -147,9 +150,12 @@ def _latency(deps: Sequence[Deployment], mr: ModelRouting, inp: StrategyInputs) 
 
     scores = [(score(d), d) for d in deps]  # each once: this runs on every request
     ordered = [d for _, d in sorted(scores, key=lambda pair: pair[0])]  # stable: ties keep model_list order
+    if inp.lite:
+        return Ordering(tuple(ordered), _NO_WHY)
     return Ordering(tuple(ordered), {d.id: _LATENCY_LABELS[kind].format(value) for (kind, value), d in scores})
 
 
+_NO_WHY: Mapping[str, str] = MappingProxyType({})
 _LATENCY_LABELS = {0: "no latency sample yet: explored", 1: "EWMA time to first token {:.3f}s",
                    2: "EWMA latency {:.3f}s"}
 

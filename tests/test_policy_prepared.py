@@ -6,6 +6,7 @@ still read on every request."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from random import Random
 from typing import Any
 
@@ -17,7 +18,7 @@ from gateway.config.load import parse
 from gateway.proxy.router import Router
 from gateway.snapshot import build_snapshot
 from gateway.upstream.health import HealthBook
-from policies.decide import RequestFacts, decide
+from policies.decide import RequestFacts, decide, still_allowed
 from policies.health import BreakerState
 from policies.prepared import Prepared, prepare
 from tests.test_policy_decide import NOW, PII_TEXT, body, scenarios
@@ -45,6 +46,20 @@ def test_a_reused_prepared_decides_as_a_fresh_decision(s: dict[str, Any], data: 
         assert reused == fresh
         assert reused.explain() == fresh.explain()
         assert reused.compliance is fresh.compliance
+        # a request's decision (lite: no considerations, no reasons) routes exactly as explain's
+        lite = decide(*args, outcomes=s["outcomes"], rng=Random(seed), prepared=kept[header], lite=True)
+        assert (lite.ordered, lite.chosen, lite.denial, lite.data_class, lite.body, lite.audit_events,
+                lite.pii_found, lite.redacted, lite.probes, lite.strategy, lite.strategy_detail) == (
+                    fresh.ordered, fresh.chosen, fresh.denial, fresh.data_class, fresh.body, fresh.audit_events,
+                    fresh.pii_found, fresh.redacted, fresh.probes, fresh.strategy, fresh.strategy_detail)
+        if lite.denial is not None:
+            assert lite == fresh  # a denial is always complete
+        else:
+            assert lite.considered == ()
+        assert lite.passing == fresh.passing
+        for dep in deps:  # still_allowed: by the remembered set exactly as by check_deployment
+            by_check = replace(fresh, passing=None)
+            assert still_allowed(lite, dep) == still_allowed(fresh, dep) == still_allowed(by_check, dep)
 
 
 CONFIG = """
@@ -79,8 +94,9 @@ def test_the_cache_dies_with_the_snapshot_and_breakers_are_read_per_request() ->
     eu = build_snapshot(parse(CONFIG.replace("REGIONS", "eu"), "t.yaml", {}))
     decision = router.decide(eu, "acme", "m", eu.config.groups["m"], BODY, None, None)
     assert [d.id for d in decision.ordered] == ["a"]
-    assert decision.explain() == router.decide(eu, "acme", "m", eu.config.groups["m"], BODY, None, None,
-                                               explain=True).explain()
+    explained = router.decide(eu, "acme", "m", eu.config.groups["m"], BODY, None, None, explain=True)
+    assert decision.ordered == explained.ordered and decision.considered == ()
+    assert [c["deployment"] for c in explained.explain()["considered"]] == ["a", "b"]
     # and back: nothing of the eu-only snapshot is left
     assert [d.id for d in router.decide(both, "acme", "m", group, BODY, None, None).ordered] == ["a", "b"]
 
@@ -93,3 +109,20 @@ def test_each_header_and_tenant_has_its_own_entry() -> None:
     assert router.decide(snap, "acme", "m", group, BODY, None, None).denial is None
     other = router.decide(snap, "other", "m", group, BODY, None, None)
     assert other.tenant.name == "other" and other.tenant.region is None
+
+
+def test_still_allowed_refuses_what_compliance_does_not_pass_even_if_ordered() -> None:
+    """Defence in depth: a deployment in ``ordered`` that check_deployment does not pass for the
+    decision's class and tenant (here: planted by hand) is refused, by the remembered set and without it."""
+    router = _router()
+    eu = build_snapshot(parse(CONFIG.replace("REGIONS", "eu"), "t.yaml", {}))
+    group = eu.config.groups["m"]
+    decision = router.decide(eu, "acme", "m", group, BODY, None, None)
+    a, b = group
+    assert decision.ordered == (a,) and decision.passing == frozenset({"a"})
+    assert still_allowed(decision, a)
+    planted = replace(decision, ordered=(a, b))
+    assert not still_allowed(planted, b)
+    assert not still_allowed(replace(planted, passing=None), b)
+    assert still_allowed(replace(planted, passing=None), a)
+    assert not still_allowed(replace(decision, ordered=()), a)  # and nothing that was not ordered

@@ -54,9 +54,11 @@ def test_fast_path_matches_the_full_decision(snapshot: Snapshot, router: Router,
 
 def test_fast_path_is_taken_only_when_trivial(snapshot: Snapshot, router: Router) -> None:
     group = snapshot.config.groups["m"]
-    assert router.decide(snapshot, "t", "m", group, BODIES[0], None, None).considered == ()
+    # (the fast path never works out ``passing``; the full decision, lite or not, always does)
+    assert router.decide(snapshot, "t", "m", group, BODIES[0], None, None).passing is None
     for body in BODIES[1:]:
-        assert router.decide(snapshot, "t", "m", group, body, None, None).considered != ()
+        assert router.decide(snapshot, "t", "m", group, body, None, None).passing is not None
+        assert router.decide(snapshot, "t", "m", group, body, None, None, explain=True).considered != ()
 
 
 LATENCY_CONFIG = CONFIG + "routing: {default_strategy: latency}\n"
@@ -84,4 +86,4 @@ def test_the_latency_fast_path_is_taken(router: Router) -> None:
     snap = build_snapshot(parse(LATENCY_CONFIG, "t.yaml", {}))
     router.health.latency.update({"a": LatencyStats(0.3, None, 3), "b": LatencyStats(0.2, None, 3)})
     decision = router.decide(snap, "t", "m", snap.config.groups["m"], BODIES[0], None, None)
-    assert decision.considered == () and [d.id for d in decision.ordered] == ["c", "b", "a"]
+    assert decision.passing is None and [d.id for d in decision.ordered] == ["c", "b", "a"]

@@ -15,6 +15,19 @@ def key_digest(secret: bytes, token: str) -> bytes:
     return hmac.new(secret, token.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
 
+def keyed(secret: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with ``secret`` and nothing hashed yet, to copy for each key (:func:`digest_with`):
+    keying once instead of per lookup halves the cost of a digest (~2 -> ~1 µs)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
+def digest_with(keyed_hmac: hmac.HMAC, token: str) -> bytes:
+    """``key_digest(secret, token)`` where ``keyed_hmac`` is ``keyed(secret)`` (left unchanged)."""
+    h = keyed_hmac.copy()
+    h.update(token.encode("utf-8", "surrogateescape"))
+    return h.digest()
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     """Who is calling: the tenant a key belongs to, and what that key may do.
@@ -44,4 +57,4 @@ class Tenant:
         return "agent" if self.agent else "human"
 
 
-__all__ = ["MAX_KEY_BYTES", "Tenant", "key_digest"]
+__all__ = ["MAX_KEY_BYTES", "Tenant", "digest_with", "key_digest", "keyed"]

@@ -10,10 +10,12 @@ reason.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -25,7 +27,7 @@ from gateway.config import litellm as litellm_settings
 from gateway.config import schema as schema
 from gateway.config.deployments import SECRET_KEYS, build_deployment
 from gateway.config.env import MissingEnv, resolve_env
-from gateway.config.identity import Tenant, key_digest
+from gateway.config.identity import Tenant, digest_with, key_digest, keyed
 from gateway.config.litellm import Note
 from gateway.config.wildcards import Wildcard, captured_env, is_wildcard
 from policies.decide import Policies
@@ -106,7 +108,11 @@ class Config:
 
     def key_tenant(self, token: str) -> Tenant | None:
         """The tenant of a key from the config (``auth.keys``, ``master_key``), else None."""
-        return self.keys.get(key_digest(self.key_secret, token))
+        return self.keys.get(digest_with(self._key_hmac, token))
+
+    @cached_property
+    def _key_hmac(self) -> hmac.HMAC:  # key_secret's HMAC, keyed once per config (not a field)
+        return keyed(self.key_secret)
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:

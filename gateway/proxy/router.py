@@ -136,7 +136,7 @@ class Router:
         decision = decide(
             RequestFacts(tenant, model, body, data_class, prompt_tokens(body), budget_remaining, params, task_type),
             group, config.policies, health.breakers, health.latency, prepared.prices, time.time(), random.random(),
-            prepared.facts, outcomes, self.rng, prepared.policy,
+            prepared.facts, outcomes, self.rng, prepared.policy, lite=not explain,
         )
         if decision.probes and not explain:  # panic: open those breakers to probes (a dry run changes nothing)
             for dep_id in decision.probes:
