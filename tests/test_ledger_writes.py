@@ -239,3 +239,41 @@ async def test_records_of_one_call_keep_their_own_keys(ledger: Ledger) -> None:
         keys.spend(("20261202", ""))[0])]
     assert spent == [1 + 100, 10, 1 + 10, 100 + 1000]
     assert [(await ledger.get("acme", t))["cost_picousd"] for t in "abc"] == [101, 10, 1000]
+
+
+# --- EVALSHA without SCRIPT EXISTS ---------------------------------------------------------------
+
+
+async def _script_calls(redis: Any) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_script", {}).get("calls", 0))
+
+
+async def test_batches_ask_no_script_exists_and_survive_a_script_flush(ledger: Ledger) -> None:
+    """A batch is one EVALSHA pipeline: no SCRIPT EXISTS round trip before it (redis-py's Script
+    objects in a pipeline send one per batch). A store that lost its scripts (restarted without
+    them, or SCRIPT FLUSH) answers NOSCRIPT: the scripts are loaded and the batch still lands."""
+    keys = for_tenant("acme")
+    ledger.record(rec("warm", cost=1))
+    await ledger.flush()
+    before = await _script_calls(ledger.redis)
+    for n in range(5):  # five batches, one record each
+        ledger.record(rec(f"t{n}", cost=2))
+        await ledger.flush()
+    assert await _script_calls(ledger.redis) == before, "no SCRIPT command per batch"
+    await ledger.redis.script_flush()
+    ledger.record(rec("after-flush", cost=3))
+    await ledger.flush()
+    assert ledger.dead.count == 0
+    assert await ledger.redis.hget(keys.task("after-flush"), "cost_pusd") == b"3"
+    assert await ledger.redis.hget(keys.task("t4"), "cost_pusd") == b"2"
+
+
+async def test_an_intent_is_in_the_journal_before_the_turn_ends(ledger: Ledger) -> None:
+    """The upstream request goes out later in the same event-loop turn as the intent: the intent's
+    journal line must already be on disk then (a SIGKILL between the two leaves it behind)."""
+    request = uuid.uuid4().hex
+    journal = ledger.writer.journal
+    ledger.intent(rec("journaled", request=request, attempt=999, outcome="interrupted", final=True))
+    assert request in journal.path.read_text(), "written at once, not at the end of the turn"
+    await ledger.flush()

@@ -40,6 +40,7 @@ from typing import Any, Callable
 import orjson
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -187,16 +188,32 @@ class Writer:
                 if isinstance(reply, UNREACHABLE):
                     raise reply
         else:
-            pipe = self.redis.pipeline(transaction=False)
-            for (name, key), indexes in groups.items():
-                await self.scripts[name](keys=[key], args=[batch[i].arg for i in indexes], client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._evalsha(list(groups.items()), batch)
         results: list[Any] = [None] * len(batch)
         for indexes, reply in zip(groups.values(), replies):
             reply = unpack_reply(reply)
             for n, i in enumerate(indexes):
                 results[i] = reply if isinstance(reply, RedisError) else reply[n]
         return results
+
+    async def _evalsha(self, groups: list[tuple[tuple[str, str], list[int]]], batch: list[Op],
+                       load: bool = True) -> list[Any]:
+        """One pipeline of EVALSHA calls. Not through redis-py's Script objects: a pipeline holding
+        those first asks SCRIPT EXISTS, one more round trip per batch (two more per request when
+        requests come one at a time). A group answered NOSCRIPT (the store restarted without its
+        scripts, or was flushed) did not run: the scripts are loaded and those groups sent again."""
+        pipe = self.redis.pipeline(transaction=False)
+        for (name, key), indexes in groups:
+            pipe.execute_command("EVALSHA", self.scripts[name].sha, 1, key, *[batch[i].arg for i in indexes])
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing and load:  # once: a store that still says NOSCRIPT gets its answer back
+            for name in {groups[n][0][0] for n in missing}:
+                await self.redis.script_load(self.scripts[name].script)
+            again = await self._evalsha([groups[n] for n in missing], batch, load=False)
+            for n, reply in zip(missing, again):
+                replies[n] = reply
+        return replies
 
     async def _replay_loop(self) -> None:
         ticks = 0
