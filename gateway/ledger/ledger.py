@@ -170,6 +170,9 @@ class Ledger(Reads):
         header = orjson.dumps({"intent": True, "intents": keys.intents, "deadlines": keys.deadlines,
                                "request_id": interrupted.request_id, "due": until}).decode()
         self.writer.submit(Op("record", header + "\x1d" + arg, keys.tasks, INTENT, interrupted.request_id))
+        # on disk now, not at the end of this loop turn: the upstream request is written later in
+        # this same turn, and a process killed between the two must still leave the intent behind
+        self.writer.journal.write_pending()
         self._in_flight[interrupted.request_id] = keys
 
     def audit(self, entry: dict[str, Any], maxlen: int = 100_000) -> None:
