@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 import uuid
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -37,13 +38,22 @@ budgets:
   tenants:
     capped: {{daily_usd: 0.002}}
 """, "test.yaml", {})
+    async with running_ledger(url, config) as led:
+        yield led
+
+
+@asynccontextmanager
+async def running_ledger(url: str, config: Any) -> AsyncIterator[Ledger]:
+    """A started ledger on an emptied Redis DB, for one parsed config; stopped and closed after."""
     redis = connect(url)
     await redis.flushdb()
     led = Ledger(redis, CurrentSnapshot(build_snapshot(config, {})), Metrics())
     await led.start()
-    yield led
-    await led.stop()
-    await redis.aclose()
+    try:
+        yield led
+    finally:
+        await led.stop()
+        await redis.aclose()
 
 
 def rec(task: str = "t1", *, tenant: str = "acme", request: str | None = None, attempt: int = 0,

@@ -21,9 +21,7 @@ from gateway.ledger.journal import Journal
 from gateway.ledger.keys import for_tenant
 from gateway.ledger.ledger import Ledger
 from gateway.ledger.writer import Op
-from gateway.snapshot import CurrentSnapshot, build_snapshot
-from gateway.store.embedded import connect
-from tests.test_ledger import rec
+from tests.test_ledger import rec, running_ledger
 
 CONFIG = """
 store: {{url: "{url}", spool_dir: "{spool}"}}
@@ -38,13 +36,8 @@ budgets:
 async def ledger(redis_server: Any, tmp_path: Path) -> AsyncIterator[Ledger]:
     url = redis_server.url.rsplit("/", 1)[0] + "/5"
     config = parse(CONFIG.format(url=url, spool=tmp_path / "spool"), "test.yaml", {})
-    redis = connect(url)
-    await redis.flushdb()
-    led = Ledger(redis, CurrentSnapshot(build_snapshot(config, {})), Metrics())
-    await led.start()
-    yield led
-    await led.stop()
-    await redis.aclose()
+    async with running_ledger(url, config) as led:
+        yield led
 
 
 # --- keys -----------------------------------------------------------------------------

@@ -13,15 +13,13 @@ from typing import Any, AsyncIterator
 import orjson
 import pytest
 
-from gateway.accounting.metrics import Metrics
 from gateway.config.load import parse
 from gateway.ledger.keys import for_tenant
 from gateway.ledger.ledger import Ledger
 from gateway.ledger.writer import FINAL, INTENT, Op, _supersede, unpack_reply
-from gateway.snapshot import CurrentSnapshot, build_snapshot
-from gateway.store.embedded import connect
+from gateway.snapshot import build_snapshot
 from providers.base import Usage
-from tests.test_ledger import rec
+from tests.test_ledger import rec, running_ledger
 
 CONFIG = """
 store: {{url: "{url}", spool_dir: "{spool}"}}
@@ -36,13 +34,8 @@ budgets:
 async def ledger(redis_server: Any, tmp_path: Path) -> AsyncIterator[Ledger]:
     url = redis_server.url.rsplit("/", 1)[0] + "/7"
     config = parse(CONFIG.format(url=url, spool=tmp_path / "spool"), "test.yaml", {})
-    redis = connect(url)
-    await redis.flushdb()
-    led = Ledger(redis, CurrentSnapshot(build_snapshot(config, {})), Metrics())
-    await led.start()
-    yield led
-    await led.stop()
-    await redis.aclose()
+    async with running_ledger(url, config) as led:
+        yield led
 
 
 def _decoded(h: Any) -> dict[str, str]:
